@@ -1,0 +1,62 @@
+# Two entry points (README): `make worker` runs the worker, `make test` runs every check.
+# Both install what they need first; nothing has to be set up by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := .tools
+LIVEKIT_SERVER := $(TOOLS)/bin/server
+LIVEKIT_VERSIONS := v1.13.5 v1.13.4 v1.12.0 v1.9.11
+
+.PHONY: worker test setup python-deps node-deps system-deps livekit-server lint typecheck pytest vitest local-convex vectors
+
+worker: setup livekit-server
+	$(PY) -m agent.devstack
+
+test: setup livekit-server lint typecheck vitest pytest
+
+setup: python-deps node-deps system-deps
+
+python-deps: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+node-deps: convex/node_modules/.installed
+convex/node_modules/.installed: convex/package.json convex/package-lock.json
+	npm --prefix convex ci --no-audit --no-fund
+	touch $@
+
+# redis-server from Debian; tests start their own instances on free ports.
+system-deps:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+# livekit-server from the Go module proxy into a git-ignored folder, reused when present.
+livekit-server: $(LIVEKIT_SERVER)
+$(LIVEKIT_SERVER):
+	@mkdir -p $(TOOLS)/bin
+	@for v in $(LIVEKIT_VERSIONS); do \
+	  echo "building livekit-server $$v"; \
+	  if CGO_ENABLED=0 GOBIN=$(abspath $(TOOLS))/bin go install github.com/livekit/livekit-server/cmd/server@$$v; then exit 0; fi; \
+	done; echo "no livekit-server version could be built" >&2; exit 1
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck:
+	$(VENV)/bin/mypy
+	npm --prefix convex run typecheck
+
+vitest:
+	npm --prefix convex test
+
+pytest:
+	$(VENV)/bin/pytest -q
+
+local-convex: setup
+	npm --prefix convex run local -- --port 3210 --seed seed/demo-agents.json
+
+vectors: python-deps
+	$(PY) -m prompts.make_vectors

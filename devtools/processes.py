@@ -1,0 +1,184 @@
+"""Start and stop the local services as child processes on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+LIVEKIT_SERVER = REPO / ".tools" / "bin" / "server"
+DEFAULT_LOCAL_DEPLOY_KEY = "local-dev-deploy-key"  # mirrors convex/local/main.ts
+LIVEKIT_DEV_KEY = "devkey"
+LIVEKIT_DEV_SECRET = "secret"
+
+
+class ServiceStartError(RuntimeError):
+    """A local service did not come up; the message carries its output."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+
+
+def _spawn(name: str, args: list[str], *, ready: str, timeout: float, env: dict[str, str] | None = None) -> tuple[ManagedProcess, str]:
+    """Start ``args`` in its own process group; wait for a line containing ``ready``."""
+    process = subprocess.Popen(
+        args,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    managed = ManagedProcess(name, process)
+    found: list[str] = []
+    seen = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            managed.output.append(line.rstrip())
+            del managed.output[:-200]
+            if not seen.is_set() and ready in line:
+                found.append(line.strip())
+                seen.set()
+
+    threading.Thread(target=pump, name=f"{name}-output", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not seen.wait(0.05):
+        if process.poll() is not None or time.monotonic() > deadline:
+            managed.stop()
+            tail = "\n".join(managed.output[-30:])
+            raise ServiceStartError(f"{name} did not start (exit {process.poll()}):\n{tail}")
+    return managed, found[0]
+
+
+@dataclass
+class LocalConvex:
+    """The project's functions behind Convex's HTTP API (convex/local)."""
+
+    url: str
+    deploy_key: str
+    managed: ManagedProcess
+
+    def call(self, kind: str, path: str, args: dict[str, Any]) -> Any:
+        response = httpx.post(
+            f"{self.url}/api/{kind}",
+            json={"path": path, "args": args, "format": "json"},
+            headers={"Authorization": f"Convex {self.deploy_key}"},
+            timeout=30,
+        )
+        body = response.json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"{path}: {body}")
+        return body["value"]
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.url}/_local/stats", timeout=10).json())
+
+    def reads(self) -> int:
+        """Requests of any kind served since the last reset."""
+        return int(self.stats()["total"])
+
+    def reset(self, *, data: bool = False) -> None:
+        httpx.post(f"{self.url}/_local/reset" + ("?data=1" if data else ""), timeout=30).raise_for_status()
+
+    def stop(self) -> None:
+        self.managed.stop()
+
+
+def start_local_convex(
+    *, seed: Path | None = None, latency_ms: float = 0, deploy_key: str = DEFAULT_LOCAL_DEPLOY_KEY, timeout: float = 90
+) -> LocalConvex:
+    if shutil.which("npm") is None:
+        raise ServiceStartError("npm is not installed")
+    args = ["npm", "--prefix", "convex", "run", "--silent", "local", "--", "--port", "0"]
+    if seed is not None:
+        args += ["--seed", str(seed)]
+    if latency_ms:
+        args += ["--latency-ms", str(latency_ms)]
+    managed, line = _spawn("local-convex", args, ready="ready http://", timeout=timeout, env={"CONVEX_DEPLOY_KEY": deploy_key})
+    return LocalConvex(url=line.split("ready ", 1)[1].strip(), deploy_key=deploy_key, managed=managed)
+
+
+@dataclass
+class RedisServer:
+    url: str
+    managed: ManagedProcess
+
+    def stop(self) -> None:
+        self.managed.stop()
+
+
+def start_redis(timeout: float = 20) -> RedisServer:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceStartError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    managed, _ = _spawn("redis", args, ready="Ready to accept connections", timeout=timeout)
+    return RedisServer(url=f"redis://127.0.0.1:{port}/0", managed=managed)
+
+
+@dataclass
+class LiveKitServer:
+    url: str
+    api_key: str
+    api_secret: str
+    managed: ManagedProcess
+
+    def stop(self) -> None:
+        self.managed.stop()
+
+
+def start_livekit(timeout: float = 60) -> LiveKitServer:
+    if not LIVEKIT_SERVER.exists():
+        raise ServiceStartError(f"{LIVEKIT_SERVER} is missing: run `make livekit-server`")
+    port = free_port()
+    config = f"port: {port}\nrtc:\n  tcp_port: {free_port()}\n  udp_port: {free_port()}\n  use_external_ip: false\n"
+    args = [str(LIVEKIT_SERVER), "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1", "--config-body", config]
+    managed, _ = _spawn("livekit-server", args, ready="starting LiveKit server", timeout=timeout)
+    url = f"ws://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:  # the log line comes before the port listens
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                managed.stop()
+                raise ServiceStartError("livekit-server never listened") from None
+            time.sleep(0.1)
+    return LiveKitServer(url, LIVEKIT_DEV_KEY, LIVEKIT_DEV_SECRET, managed)

@@ -1,0 +1,23 @@
+"""Agent configuration for the worker: the service, its errors and its result types."""
+
+from services.agent_config import AgentConfigService
+from services.errors import (
+    AgentConfigError,
+    AgentNotFoundError,
+    ConfigUnavailableError,
+    InvalidAgentIdError,
+)
+from services.models import AgentConfig, PromptResult
+from services.settings import ServiceSettings, SettingsError
+
+__all__ = [
+    "AgentConfig",
+    "AgentConfigError",
+    "AgentConfigService",
+    "AgentNotFoundError",
+    "ConfigUnavailableError",
+    "InvalidAgentIdError",
+    "PromptResult",
+    "ServiceSettings",
+    "SettingsError",
+]

@@ -1,0 +1,471 @@
+"""AgentConfigService: an agent's prompt and config, through RAM, Redis and the store.
+
+How a join is served (see README "How a prompt is resolved"):
+
+1. On the caller's own loop, with no I/O: the agent's current version comes from the
+   dispatch hint or the version index; ``agentId:updatedAt`` is looked up in the RAM
+   tier; an entry the store confirmed within the TTL is returned at once.
+2. Otherwise the request moves to the service loop (one thread per process, owning
+   every client), where concurrent misses for one key share a single load: Redis
+   (if configured), then the store. A legacy agent's prompt is built, returned, and
+   written back in the background.
+3. If the store fails, the newest prompt any tier holds is served, flagged stale
+   once past its TTL, for up to the stale-if-error window.
+
+One instance serves a whole worker process: jobs on any thread and any loop may
+call it concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from prompts import PromptBuildError, build_full_prompt, template_version
+from services import metrics
+from services.agent_ids import validate_agent_id
+from services.convex_client import ConvexHttpClient
+from services.convex_store import ConvexAgentStore
+from services.errors import (
+    AgentConfigError,
+    AgentNotFoundError,
+    ConfigUnavailableError,
+    StoreError,
+    StoreResponseError,
+)
+from services.file_store import FileAgentStore
+from services.logging import prompt_fingerprint
+from services.models import AgentConfig, AgentRecord, PromptResult, PromptSource, cache_key
+from services.ram_cache import BoundedMemoryCache, LruDict
+from services.redis_tier import RedisTier
+from services.refresher import VersionRefresher
+from services.service_loop import ServiceLoop
+from services.settings import ServiceSettings
+from services.store import AgentStore, AgentVersion
+from services.version_index import VersionIndex
+
+log = structlog.get_logger(__name__)
+
+WRITEBACK_FLUSH_SECONDS = 5.0
+# After the store fails, loads serve what the tiers hold for this long before trying again.
+STORE_REST_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CachedPrompt:
+    """A RAM entry. ``loaded_at``: when the store (or Redis) last vouched for it."""
+
+    prompt: str = field(repr=False)
+    agent: AgentConfig
+    loaded_at: float
+
+
+StoreFactory = Callable[[], AgentStore]
+
+
+class AgentConfigService:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        store_factory: StoreFactory,
+        run_refresher: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._index = VersionIndex()
+        self._held: dict[str, float] = {}  # agent id -> the version the RAM tier holds
+        self._ram = BoundedMemoryCache(settings.max_entries, on_evict=self._on_evict)
+        self._not_found: LruDict[str, float] = LruDict(10_000)  # agent id -> negative entry expiry
+        self._loop = ServiceLoop()
+        self._closed = False
+        self._store_resting_until = 0.0
+        # Owned by the service loop, created there in _start_on_loop().
+        self._store: AgentStore | None = None
+        self._redis: RedisTier | None = None
+        self._refresher: VersionRefresher | None = None
+        self._inflight: dict[tuple[str, float | None], asyncio.Task[PromptResult]] = {}
+        self._writebacks: dict[tuple[str, float], asyncio.Task[None]] = {}
+        self._writebacks_done: LruDict[tuple[str, float], bool] = LruDict(10_000)
+        self._background: set[asyncio.Task[None]] = set()
+        self._loop.start()
+        self._loop.submit(self._start_on_loop(store_factory, run_refresher)).result()
+
+    @classmethod
+    def from_env(cls, *, run_refresher: bool = True) -> AgentConfigService:
+        """Build from the environment (see ``.env.example``); Convex if ``CONVEX_URL`` is set,
+        else the embedded agents file."""
+        settings = ServiceSettings.from_env()
+        return cls(settings, store_factory=default_store_factory(settings), run_refresher=run_refresher)
+
+    async def _start_on_loop(self, store_factory: StoreFactory, run_refresher: bool) -> None:
+        settings = self._settings
+        self._store = store_factory()
+        if settings.redis_url:
+            self._redis = RedisTier(
+                settings.redis_url,
+                prompt_ttl_seconds=max(settings.stale_if_error_seconds, settings.ttl_seconds),
+                trust_seconds=max(5 * settings.refresh_seconds, 10.0),
+                clock=self._clock,
+            )
+        if run_refresher:
+            self._refresher = VersionRefresher(
+                self._store,
+                self._index,
+                interval_seconds=settings.refresh_seconds,
+                on_new_version=self._on_new_version,
+                redis=self._redis,
+                clock=self._clock,
+            )
+            self._refresher.start()
+
+    # ------------------------------------------------------------------ public API
+
+    async def get_full_prompt(self, agent_id: str, *, updated_at: float | None = None) -> PromptResult:
+        """The agent's system prompt. ``updated_at`` is the dispatch's freshness hint."""
+        started = time.perf_counter()
+        try:
+            agent_id = validate_agent_id(agent_id)
+            if self._closed:
+                raise ConfigUnavailableError(agent_id, "the service is closed")
+            hint = _valid_hint(updated_at)
+            result = await self._from_ram(agent_id, hint)
+            if result is None:
+                self._raise_if_known_missing(agent_id, hint)
+                result = await self._loop.run(self._resolve_on_loop(agent_id, hint))
+        except AgentConfigError as exc:
+            metrics.FAILURES.labels(error=type(exc).__name__).inc()
+            log.warning("prompt_resolution_failed", agentId=exc.agent_id, error=type(exc).__name__, reason=str(exc))
+            raise
+        latency = time.perf_counter() - started
+        metrics.RESOLUTIONS.labels(source=result.source, stale=str(result.stale).lower()).inc()
+        metrics.RESOLVE_SECONDS.labels(source=result.source).observe(latency)
+        log.info(
+            "prompt_resolved",
+            agentId=agent_id,
+            source=result.source,
+            cacheHit=result.source in ("ram", "redis"),
+            latencyMs=round(latency * 1000, 3),
+            stale=result.stale,
+            updatedAt=result.updated_at,
+            promptHash=prompt_fingerprint(result.prompt),
+            promptChars=len(result.prompt),
+        )
+        return result
+
+    async def get_agent_config(self, agent_id: str) -> AgentConfig:
+        """The agent's name and config, from the same tiers (and the same read) as its prompt."""
+        return (await self.get_full_prompt(agent_id)).agent
+
+    def known_missing(self, agent_id: str) -> bool:
+        """True if the store said recently that this agent does not exist (no I/O)."""
+        expiry = self._not_found.peek(agent_id)
+        return expiry is not None and self._clock() < expiry
+
+    def prefetch(self, agent_id: str, *, updated_at: float | None = None) -> None:
+        """Start resolving in the background (e.g. while a job process starts); errors are
+        left for the real call to meet."""
+        try:
+            validate_agent_id(agent_id)
+        except AgentConfigError:
+            return
+        if self._closed:
+            return
+        self._loop.submit(self._prefetch_on_loop(agent_id, _valid_hint(updated_at)))
+
+    def clear_prompt_cache(self, agent_id: str) -> None:
+        """Forget one agent in this process (RAM entry, known version, negative entry)."""
+        version = self._held.pop(agent_id, None)
+        if version is not None:
+            self._ram.discard(cache_key(agent_id, version))
+        self._index.forget(agent_id)
+        self._not_found.pop(agent_id, None)
+
+    def clear_all_prompt_cache(self) -> None:
+        """Forget everything this process holds (e.g. after a template change)."""
+        self._ram.clear_entries()
+        self._held.clear()
+        self._index.clear()
+        self._not_found.clear()
+
+    async def aclose(self) -> None:
+        """Flush pending write-backs, stop the refresher, close clients. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._loop.run(self._close_on_loop())
+        finally:
+            self._loop.stop()
+
+    @property
+    def ram_entries(self) -> int:
+        return len(self._ram)
+
+    # ------------------------------------------------------------------ RAM tier
+
+    def _wanted_version(self, agent_id: str, hint: float | None) -> float | None:
+        known = self._index.get(agent_id)
+        if hint is None or known is None:
+            return hint if known is None else known
+        return max(hint, known)
+
+    def _age(self, agent_id: str, version: float, entry_loaded_at: float) -> float:
+        confirmed = self._index.confirmed_at(agent_id, version)
+        return self._clock() - max(entry_loaded_at, confirmed if confirmed is not None else -math.inf)
+
+    async def _from_ram(self, agent_id: str, hint: float | None) -> PromptResult | None:
+        version = self._wanted_version(agent_id, hint)
+        if version is None:
+            return None
+        entry: CachedPrompt | None = await self._ram.get(cache_key(agent_id, version))
+        if entry is None or self._age(agent_id, version, entry.loaded_at) >= self._settings.ttl_seconds:
+            return None
+        return PromptResult(entry.prompt, "ram", version, False, entry.agent)
+
+    async def _ram_put(self, agent: AgentConfig, prompt: str, loaded_at: float) -> None:
+        previous = self._held.get(agent.agent_id)
+        if previous is not None and previous > agent.updated_at:
+            return  # never replace a newer version with an older one
+        self._held[agent.agent_id] = agent.updated_at
+        await self._ram.set(cache_key(agent.agent_id, agent.updated_at), CachedPrompt(prompt, agent, loaded_at))
+        if previous is not None and previous != agent.updated_at:
+            await self._ram.delete(cache_key(agent.agent_id, previous))
+
+    def _on_evict(self, key: str, value: Any) -> None:
+        if isinstance(value, CachedPrompt) and self._held.get(value.agent.agent_id) == value.agent.updated_at:
+            self._held.pop(value.agent.agent_id, None)
+
+    def _raise_if_known_missing(self, agent_id: str, hint: float | None) -> None:
+        # A dispatch that names a version knows better than our negative entry.
+        if hint is None and self.known_missing(agent_id):
+            raise AgentNotFoundError(agent_id, "no such agent (cached answer)")
+
+    # ------------------------------------------------------------------ service loop
+
+    async def _resolve_on_loop(self, agent_id: str, hint: float | None) -> PromptResult:
+        result = await self._from_ram(agent_id, hint)  # a load may have landed meanwhile
+        if result is not None:
+            return result
+        key = (agent_id, self._wanted_version(agent_id, hint))
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(agent_id, key[1]))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        # Shielded: one caller giving up must not cancel the load others wait for.
+        return await asyncio.shield(task)
+
+    async def _prefetch_on_loop(self, agent_id: str, hint: float | None) -> None:
+        with contextlib.suppress(AgentConfigError):
+            await self._resolve_on_loop(agent_id, hint)
+
+    async def _load(self, agent_id: str, version: float | None) -> PromptResult:
+        if self._redis is not None:
+            shared = await self._from_redis(agent_id, version)
+            if shared is not None:
+                return shared
+        assert self._store is not None
+        if self._clock() < self._store_resting_until:
+            # The store just failed: answer from what we hold instead of waiting it out again.
+            stale = await self._stale_fallback(agent_id)
+            if stale is not None:
+                return stale
+        try:
+            async with asyncio.timeout(3 * self._settings.convex_timeout_seconds):
+                record = await self._store.get_agent(agent_id)
+        except (StoreError, TimeoutError) as exc:
+            metrics.STORE_ERRORS.labels(operation="get_agent").inc()
+            if not isinstance(exc, StoreResponseError):
+                self._store_resting_until = self._clock() + STORE_REST_SECONDS
+            stale = await self._stale_fallback(agent_id)
+            if stale is not None:
+                log.warning(
+                    "prompt_served_stale", agentId=agent_id, source=stale.source, stale=stale.stale, error=str(exc)
+                )
+                return stale
+            cause = str(exc) or "no answer in time"
+            raise ConfigUnavailableError(agent_id, f"store failed and nothing usable is cached: {cause}") from exc
+        self._store_resting_until = 0.0
+        now = self._clock()
+        if record is None:
+            if self._settings.not_found_ttl_seconds > 0:
+                self._not_found[agent_id] = now + self._settings.not_found_ttl_seconds
+            raise AgentNotFoundError(agent_id, "no such agent in the store")
+        self._not_found.pop(agent_id, None)
+        self._index.observe(agent_id, record.updated_at, now)
+        agent = AgentConfig.from_record(record)
+        source: PromptSource = "db"
+        prompt = record.full_prompt
+        if prompt is None:
+            prompt = self._build_legacy(record)
+            source = "build"
+        await self._ram_put(agent, prompt, now)
+        if self._redis is not None:
+            self._in_background(self._share(agent, prompt))
+        return PromptResult(prompt, source, record.updated_at, False, agent)
+
+    async def _from_redis(self, agent_id: str, version: float | None) -> PromptResult | None:
+        assert self._redis is not None
+        if version is None:
+            shared_version = await self._redis.get_version(agent_id)
+            if shared_version is None:
+                return None
+            self._index.observe(agent_id, shared_version.updated_at, shared_version.confirmed_at)
+            version = self._index.get(agent_id)
+            if version is None:
+                return None
+            cached = await self._from_ram(agent_id, version)
+            if cached is not None:
+                return cached
+        shared = await self._redis.get_prompt(agent_id, version)
+        if shared is None or self._age(agent_id, version, shared.loaded_at) >= self._settings.ttl_seconds:
+            return None
+        await self._ram_put(shared.agent, shared.prompt, shared.loaded_at)
+        return PromptResult(shared.prompt, "redis", version, False, shared.agent)
+
+    async def _stale_fallback(self, agent_id: str) -> PromptResult | None:
+        """The newest prompt any tier holds for the agent, if within the stale-if-error window."""
+        current = self._index.get(agent_id)
+        version = self._held.get(agent_id)
+        if version is not None:
+            entry: CachedPrompt | None = self._ram.peek(cache_key(agent_id, version))
+            if entry is not None:
+                result = self._stale_result(
+                    agent_id, version, entry.prompt, entry.agent, entry.loaded_at, "ram", current
+                )
+                if result is not None:
+                    return result
+        if self._redis is not None:
+            candidates = [v for v in (current, version) if v is not None]
+            shared_version = await self._redis.get_version(agent_id, trusted_only=False)
+            if shared_version is not None:
+                candidates.append(shared_version.updated_at)
+            for candidate in sorted(set(candidates), reverse=True):
+                shared = await self._redis.get_prompt(agent_id, candidate)
+                if shared is not None:
+                    return self._stale_result(
+                        agent_id, candidate, shared.prompt, shared.agent, shared.loaded_at, "redis", current
+                    )
+        return None
+
+    def _stale_result(
+        self,
+        agent_id: str,
+        version: float,
+        prompt: str,
+        agent: AgentConfig,
+        loaded_at: float,
+        source: PromptSource,
+        current: float | None,
+    ) -> PromptResult | None:
+        age = self._age(agent_id, version, loaded_at)
+        if age > self._settings.stale_if_error_seconds:
+            return None
+        superseded = current is not None and current > version
+        return PromptResult(prompt, source, version, age >= self._settings.ttl_seconds or superseded, agent)
+
+    # ------------------------------------------------------------------ legacy agents
+
+    def _build_legacy(self, record: AgentRecord) -> str:
+        try:
+            prompt = build_full_prompt(record.as_document())
+        except PromptBuildError as exc:
+            raise ConfigUnavailableError(record.agent_id, f"legacy agent cannot be built: {exc}") from exc
+        log.warning(
+            "prompt_built_on_demand",
+            message="⚠️ Agent missing fullPrompt field, building and saving to DB",
+            agentId=record.agent_id,
+            updatedAt=record.updated_at,
+            promptHash=prompt_fingerprint(prompt),
+        )
+        key = (record.agent_id, record.updated_at)
+        if key not in self._writebacks and key not in self._writebacks_done:
+            task = asyncio.get_running_loop().create_task(self._write_back(record, prompt))
+            self._writebacks[key] = task
+            task.add_done_callback(lambda _t: self._writebacks.pop(key, None))
+        return prompt
+
+    async def _write_back(self, record: AgentRecord, prompt: str) -> None:
+        assert self._store is not None
+        key = (record.agent_id, record.updated_at)
+        try:
+            written = await self._store.save_prompt(record.agent_id, prompt, record.updated_at, template_version())
+        except StoreError as exc:
+            metrics.WRITEBACKS.labels(result="failed").inc()
+            log.warning("prompt_writeback_failed", agentId=record.agent_id, error=str(exc))
+            return  # not marked done: a later build may try again
+        self._writebacks_done[key] = True
+        metrics.WRITEBACKS.labels(result="written" if written else "superseded").inc()
+        log.info("prompt_written_back", agentId=record.agent_id, written=written, updatedAt=record.updated_at)
+
+    # ------------------------------------------------------------------ refresher hooks
+
+    async def _on_new_version(self, row: AgentVersion, polled_at: float) -> None:
+        self._not_found.pop(row.agent_id, None)
+        if row.agent_id in self._held:
+            # Hot agent: load the new version before the index points at it, so no join
+            # waits for the store. The load itself records the version.
+            try:
+                await self._resolve_on_loop(row.agent_id, row.updated_at)
+                return
+            except AgentConfigError as exc:
+                log.warning("prefetch_failed", agentId=row.agent_id, error=str(exc))
+        self._index.observe(row.agent_id, row.updated_at, polled_at)
+
+    async def _share(self, agent: AgentConfig, prompt: str) -> None:
+        assert self._redis is not None
+        await self._redis.put_prompt(agent.agent_id, agent.updated_at, prompt, agent)
+        await self._redis.record_versions([AgentVersion(agent.agent_id, agent.updated_at)])
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _close_on_loop(self) -> None:
+        if self._refresher is not None:
+            await self._refresher.aclose()
+        pending = [*self._writebacks.values(), *self._background]
+        if pending:
+            _, not_done = await asyncio.wait(pending, timeout=WRITEBACK_FLUSH_SECONDS)
+            if not_done:
+                log.warning("writebacks_abandoned", count=len(not_done))
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self._store is not None:
+            await self._store.aclose()
+
+    # For tests and the loadtest: run one refresher poll now.
+    async def refresh_now(self) -> list[AgentVersion]:
+        if self._refresher is None:
+            return []
+        return await self._loop.run(self._refresher.poll_once())
+
+
+def _valid_hint(updated_at: object) -> float | None:
+    if updated_at is None:
+        return None
+    if isinstance(updated_at, bool) or not isinstance(updated_at, (int, float)) or not math.isfinite(updated_at):
+        log.warning("updated_at_hint_ignored", reason="not a finite number")
+        return None
+    return float(updated_at)
+
+
+def default_store_factory(settings: ServiceSettings) -> StoreFactory:
+    """Convex when ``CONVEX_URL`` is set, else the embedded agents file."""
+    if settings.convex_url:
+        url = settings.convex_url
+        key = settings.convex_deploy_key.get_secret_value() if settings.convex_deploy_key else ""
+        timeout = settings.convex_timeout_seconds
+        return lambda: ConvexAgentStore(ConvexHttpClient(url, key, timeout_seconds=timeout))
+    path = settings.agents_file
+    return lambda: FileAgentStore(path)

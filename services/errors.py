@@ -1,0 +1,51 @@
+"""Errors a caller of :class:`~services.agent_config.AgentConfigService` can act on.
+
+::
+
+    AgentConfigError                 anything the service raises
+    ├── InvalidAgentIdError          fix the input (room name, metadata); never retried
+    ├── AgentNotFoundError           the store answered: no such agent; reject the job
+    └── ConfigUnavailableError       the store failed and nothing usable is cached; retry later
+
+    StoreError                       raised by stores and tiers, never past the service
+    ├── StoreUnavailableError        transport failure, timeout, 5xx, 429: worth retrying
+    └── StoreResponseError           the store answered, but not with what we asked for
+                                     (function error, malformed body): not retried
+
+Foreign exceptions (httpx, redis, json) are translated in exactly one place each:
+``services.convex_client`` and ``services.redis_tier``.
+"""
+
+from __future__ import annotations
+
+
+class AgentConfigError(Exception):
+    """Base of every error the service raises; ``agent_id`` names the agent."""
+
+    def __init__(self, agent_id: str, message: str) -> None:
+        super().__init__(f"agent {agent_id!r}: {message}")
+        self.agent_id = agent_id
+
+
+class InvalidAgentIdError(AgentConfigError):
+    """The id cannot be an agent id; rejected before any I/O."""
+
+
+class AgentNotFoundError(AgentConfigError):
+    """The store says this agent does not exist (possibly from the negative cache)."""
+
+
+class ConfigUnavailableError(AgentConfigError):
+    """No trustworthy configuration could be had: the store failed and nothing is cached."""
+
+
+class StoreError(Exception):
+    """A store or tier failed; the service turns it into an :class:`AgentConfigError`."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached or did not answer in time; retrying may help."""
+
+
+class StoreResponseError(StoreError):
+    """The store answered with an error or with something malformed; retrying will not help."""

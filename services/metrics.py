@@ -1,0 +1,27 @@
+"""Prometheus metrics of prompt resolution.
+
+Module-level by necessity: ``prometheus_client`` registers each metric once per
+process in its default registry, which livekit-agents serves on ``prometheus_port``.
+They are counters only ever added to; nothing reads them back to make decisions.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+RESOLUTIONS = Counter(
+    "agent_prompt_resolutions",
+    "Prompt resolutions by the tier that answered",
+    ["source", "stale"],
+)
+RESOLVE_SECONDS = Histogram(
+    "agent_prompt_resolve_seconds",
+    "Time from asking for a prompt to having it",
+    ["source"],
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+FAILURES = Counter("agent_prompt_failures", "Resolutions that raised", ["error"])
+STORE_ERRORS = Counter("agent_store_errors", "Failed calls to the source of truth", ["operation"])
+REDIS_ERRORS = Counter("agent_redis_tier_errors", "Failed calls to the Redis tier", ["operation"])
+WRITEBACKS = Counter("agent_prompt_writebacks", "Legacy prompt write-backs", ["result"])
+REFRESH_POLLS = Counter("agent_version_refresh_polls", "Version refresher polls", ["result"])

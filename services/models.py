@@ -1,0 +1,105 @@
+"""Typed views of what the store returns, validated once at the boundary."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from services.errors import StoreResponseError
+
+PromptSource = Literal["ram", "redis", "db", "build"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """An agent document as stored, reduced to what the worker uses."""
+
+    agent_id: str
+    organization_id: str
+    name: str
+    system_prompt: str
+    config: Mapping[str, Any]
+    updated_at: float
+    full_prompt: str | None = field(default=None, repr=False)
+    template_version: int | None = None
+
+    def as_document(self) -> dict[str, Any]:
+        """The camelCase document the prompt builder takes."""
+        return {
+            "_id": self.agent_id,
+            "organizationId": self.organization_id,
+            "name": self.name,
+            "systemPrompt": self.system_prompt,
+            "config": dict(self.config),
+            "updatedAt": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """What a job needs besides the prompt: who the agent is and how it speaks."""
+
+    agent_id: str
+    organization_id: str
+    name: str
+    config: Mapping[str, Any]
+    updated_at: float
+
+    @classmethod
+    def from_record(cls, record: AgentRecord) -> AgentConfig:
+        return cls(record.agent_id, record.organization_id, record.name, record.config, record.updated_at)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptResult:
+    """A resolved prompt and where it came from. ``stale`` means past its TTL, served
+    because the store failed; ``source`` then names the tier that held it."""
+
+    prompt: str = field(repr=False)
+    source: PromptSource
+    updated_at: float
+    stale: bool
+    agent: AgentConfig
+
+
+def _field(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], agent_id: str) -> Any:
+    value = doc.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise StoreResponseError(f"agent {agent_id!r}: field {key!r} is missing or malformed")
+    return value
+
+
+def parse_agent(doc: object, expected_id: str) -> AgentRecord:
+    """Validate a document from any store; a malformed one never reaches a cache."""
+    if not isinstance(doc, Mapping):
+        raise StoreResponseError(f"agent {expected_id!r}: expected an object, got {type(doc).__name__}")
+    agent_id = _field(doc, "_id", str, expected_id)
+    if agent_id != expected_id:
+        raise StoreResponseError(f"agent {expected_id!r}: store returned document {agent_id!r}")
+    updated_at = float(_field(doc, "updatedAt", (int, float), expected_id))
+    if not math.isfinite(updated_at):
+        raise StoreResponseError(f"agent {expected_id!r}: updatedAt is not finite")
+    config = _field(doc, "config", Mapping, expected_id)
+    full_prompt = doc.get("fullPrompt")
+    if full_prompt is not None and not isinstance(full_prompt, str):
+        raise StoreResponseError(f"agent {expected_id!r}: fullPrompt is not a string")
+    template_version = doc.get("templateVersion")
+    return AgentRecord(
+        agent_id=agent_id,
+        organization_id=_field(doc, "organizationId", str, expected_id),
+        name=_field(doc, "name", str, expected_id),
+        system_prompt=_field(doc, "systemPrompt", str, expected_id),
+        config=MappingProxyType(dict(config)),
+        updated_at=updated_at,
+        full_prompt=full_prompt or None,
+        template_version=int(template_version) if isinstance(template_version, (int, float)) else None,
+    )
+
+
+def cache_key(agent_id: str, updated_at: float) -> str:
+    """``agentId:updatedAt`` as the seed wrote it (``j57...:1736842529000``)."""
+    version = str(int(updated_at)) if updated_at.is_integer() else repr(updated_at)
+    return f"{agent_id}:{version}"

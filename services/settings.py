@@ -1,0 +1,62 @@
+"""The service's settings, read from the environment when the service is built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_AGENTS_FILE = Path(__file__).resolve().parent.parent / "convex" / "seed" / "demo-agents.json"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a usable configuration; the message says why."""
+
+
+class ServiceSettings(BaseSettings):
+    """Every variable ``AgentConfigService.from_env()`` reads (see ``.env.example``)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    convex_url: str | None = Field(default=None, alias="CONVEX_URL")
+    """Deployment URL. Unset: agents come from ``agents_file`` (embedded store)."""
+    convex_deploy_key: SecretStr | None = Field(default=None, alias="CONVEX_DEPLOY_KEY", repr=False)
+    """Sent as ``Authorization: Convex <key>``; every agent function is internal."""
+    max_entries: int = Field(default=500, ge=1, alias="PROMPT_CACHE_MAX_ENTRIES")
+    """RAM tier bound (LRU)."""
+    ttl_seconds: float = Field(default=600.0, gt=0, alias="PROMPT_CACHE_TTL_SECONDS")
+    """How long a version stays unquestioned after the store last confirmed it."""
+    refresh_seconds: float = Field(default=2.0, gt=0, alias="PROMPT_REFRESH_SECONDS")
+    """Poll interval of the version refresher: the bound on how late an edit is seen."""
+    stale_if_error_seconds: float = Field(default=86_400.0, ge=0, alias="PROMPT_STALE_IF_ERROR_SECONDS")
+    """How long past confirmation a cached prompt may still be served while the store fails."""
+    not_found_ttl_seconds: float = Field(default=30.0, ge=0, alias="PROMPT_NOT_FOUND_TTL_SECONDS")
+    """Negative cache for unknown agents."""
+    convex_timeout_seconds: float = Field(default=2.0, gt=0, alias="CONVEX_TIMEOUT_SECONDS")
+    """Per request; a cold lookup gives up after three times this."""
+    redis_url: str | None = Field(default=None, alias="PROMPT_CACHE_REDIS_URL")
+    """``redis://[:password@]host:port/db``; unset means no shared tier."""
+    agents_file: Path = Field(default=DEMO_AGENTS_FILE, alias="AGENTS_FILE")
+    """Embedded store used when ``CONVEX_URL`` is unset; the demo agents by default."""
+
+    @model_validator(mode="after")
+    def _convex_needs_key(self) -> ServiceSettings:
+        if self.convex_url and not self.convex_deploy_key:
+            raise ValueError("CONVEX_URL is set but CONVEX_DEPLOY_KEY is not: agent functions are internal")
+        if self.convex_url and not self.convex_url.startswith(("http://", "https://")):
+            raise ValueError("CONVEX_URL must start with http:// or https://")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
+            raise ValueError("PROMPT_CACHE_REDIS_URL must start with redis:// or rediss://")
+        return self
+
+    @classmethod
+    def from_env(cls) -> ServiceSettings:
+        """Build from the environment, turning pydantic's report into one readable line."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+            )
+            raise SettingsError(f"invalid service settings: {problems}") from None

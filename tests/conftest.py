@@ -1,0 +1,73 @@
+"""Fixtures that start the real local services. Under ``CI=true`` a service that cannot
+start fails the tests that need it; elsewhere those tests are skipped with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools.processes import (
+    LocalConvex,
+    RedisServer,
+    ServiceStartError,
+    start_local_convex,
+    start_redis,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_SEED = REPO / "convex" / "seed" / "demo-agents.json"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"required service unavailable under CI=true: {reason}")
+    pytest.skip(reason)
+
+
+def demo_agents() -> list[dict[str, Any]]:
+    return list(json.loads(DEMO_SEED.read_text(encoding="utf-8"))["agents"])
+
+
+@pytest.fixture(scope="session")
+def convex_server() -> Iterator[LocalConvex]:
+    try:
+        server = start_local_convex(seed=DEMO_SEED)
+    except ServiceStartError as exc:
+        unavailable(str(exc))
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def convex(convex_server: LocalConvex) -> LocalConvex:
+    """The session's local backend, restored to the demo seed with zeroed counters."""
+    convex_server.reset(data=True)
+    return convex_server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    try:
+        server = start_redis()
+    except ServiceStartError as exc:
+        unavailable(str(exc))
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
