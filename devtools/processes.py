@@ -51,7 +51,9 @@ class ManagedProcess:
                 self.process.wait(5)
 
 
-def _spawn(name: str, args: list[str], *, ready: str, timeout: float, env: dict[str, str] | None = None) -> tuple[ManagedProcess, str]:
+def _spawn(
+    name: str, args: list[str], *, ready: str, timeout: float, env: dict[str, str] | None = None
+) -> tuple[ManagedProcess, str]:
     """Start ``args`` in its own process group; wait for a line containing ``ready``."""
     process = subprocess.Popen(
         args,
@@ -129,7 +131,9 @@ def start_local_convex(
         args += ["--seed", str(seed)]
     if latency_ms:
         args += ["--latency-ms", str(latency_ms)]
-    managed, line = _spawn("local-convex", args, ready="ready http://", timeout=timeout, env={"CONVEX_DEPLOY_KEY": deploy_key})
+    managed, line = _spawn(
+        "local-convex", args, ready="ready http://", timeout=timeout, env={"CONVEX_DEPLOY_KEY": deploy_key}
+    )
     return LocalConvex(url=line.split("ready ", 1)[1].strip(), deploy_key=deploy_key, managed=managed)
 
 

@@ -24,7 +24,10 @@ agents = st.fixed_dictionaries(
         "name": text,
         "systemPrompt": st.one_of(text, st.text(alphabet="{}$&'`\\n ab", max_size=60)),
         "config": st.fixed_dictionaries(
-            {"domain": st.one_of(st.sampled_from(DOMAINS), text), "language": st.one_of(st.sampled_from(LANGUAGES), text)},
+            {
+                "domain": st.one_of(st.sampled_from(DOMAINS), text),
+                "language": st.one_of(st.sampled_from(LANGUAGES), text),
+            },
             optional={"greeting": st.one_of(st.none(), text, st.integers()), "voice": text},
         ),
     },
@@ -77,5 +80,7 @@ def python_answer(agent: dict[str, Any]) -> dict[str, str]:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(agent=agents)
-def test_random_agents_build_identically_in_both_languages(ts_builder: TypeScriptBuilder, agent: dict[str, Any]) -> None:
+def test_random_agents_build_identically_in_both_languages(
+    ts_builder: TypeScriptBuilder, agent: dict[str, Any]
+) -> None:
     assert ts_builder.build(agent) == python_answer(agent)

@@ -1,0 +1,1 @@
+"""The LiveKit worker: room -> agent id -> cached prompt -> voice session."""

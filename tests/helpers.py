@@ -1,0 +1,103 @@
+"""Test doubles that implement the real interfaces: a clock, and an httpx transport that
+injects faults in front of the real local Convex backend."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from devtools.processes import LocalConvex
+from services import AgentConfigService, ServiceSettings
+from services.convex_client import ConvexHttpClient
+from services.convex_store import ConvexAgentStore
+
+
+class FakeClock:
+    """Wall-clock seconds that only move when a test says so."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FaultyTransport(httpx.AsyncBaseTransport):
+    """Passes requests to the real backend unless told to fail them.
+
+    ``mode``: "ok", "503", "garbage" (200 with a non-Convex body), "malformed" (a
+    success whose document is broken), "refuse"
+    (connection refused), "hang" (never answers). ``hold`` delays requests to one
+    function path until the (thread-safe) event is set, to stage races.
+    """
+
+    mode: str = "ok"
+    hold: dict[str, threading.Event] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)
+    _inner: httpx.AsyncHTTPTransport = field(default_factory=httpx.AsyncHTTPTransport)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import json
+
+        body = json.loads(request.content or b"{}")
+        path = body.get("path", "")
+        self.seen.append(path)
+        if path in self.hold:
+            await asyncio.to_thread(self.hold[path].wait, 30)
+        if self.mode == "503":
+            return httpx.Response(503, json={"code": "Overloaded", "message": "try later"})
+        if self.mode == "garbage":
+            return httpx.Response(200, content=b"<html>proxy error</html>")
+        if self.mode == "malformed":  # a success whose document lacks required fields
+            return httpx.Response(
+                200, json={"status": "success", "value": {"_id": body["args"].get("agentId"), "name": 5}}
+            )
+        if self.mode == "refuse":
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def settings_for(convex: LocalConvex | None = None, **overrides: Any) -> ServiceSettings:
+    values: dict[str, Any] = {"PROMPT_REFRESH_SECONDS": 0.2, "CONVEX_TIMEOUT_SECONDS": 1.0}
+    if convex is not None:
+        values |= {"CONVEX_URL": convex.url, "CONVEX_DEPLOY_KEY": convex.deploy_key}
+    values |= overrides
+    return ServiceSettings.model_validate(values)
+
+
+def convex_service(
+    convex: LocalConvex,
+    *,
+    transport: FaultyTransport | None = None,
+    clock: Callable[[], float] = time.time,
+    run_refresher: bool = False,
+    **overrides: Any,
+) -> AgentConfigService:
+    settings = settings_for(convex, **overrides)
+
+    def factory() -> ConvexAgentStore:
+        client = ConvexHttpClient(
+            convex.url, convex.deploy_key, timeout_seconds=settings.convex_timeout_seconds, transport=transport
+        )
+        return ConvexAgentStore(client)
+
+    return AgentConfigService(settings, store_factory=factory, run_refresher=run_refresher, clock=clock)
+
+
+def gets(convex: LocalConvex) -> int:
+    return int(convex.stats()["byPath"].get("agents:get", 0))

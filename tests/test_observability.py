@@ -1,0 +1,42 @@
+"""One structured event per resolution, with a hash and never the prompt; metrics count."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from prometheus_client import REGISTRY
+
+from devtools.processes import LocalConvex
+from services.file_store import local_backend_id
+from services.logging import configure_logging
+from tests.helpers import convex_service
+
+PRIYA = local_backend_id(0)
+
+
+async def test_each_resolution_logs_one_event_without_the_prompt(
+    convex: LocalConvex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(json_logs=True, level=logging.INFO)
+    before = REGISTRY.get_sample_value("agent_prompt_resolutions_total", {"source": "ram", "stale": "false"}) or 0.0
+    service = convex_service(convex)
+    try:
+        first = await service.get_full_prompt(PRIYA)
+        await service.get_full_prompt(PRIYA)
+    finally:
+        await service.aclose()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    events = [line for line in lines if line["event"] == "prompt_resolved"]
+    assert [e["source"] for e in events] == ["db", "ram"]
+    assert [e["cacheHit"] for e in events] == [False, True]
+    for event in events:
+        assert event["agentId"] == PRIYA
+        assert set(event) >= {"latencyMs", "stale", "promptHash", "updatedAt"}
+    everything = "\n".join(json.dumps(line) for line in lines)
+    assert first.prompt not in everything
+    assert first.prompt[:80] not in everything
+    assert convex.deploy_key not in everything
+    after = REGISTRY.get_sample_value("agent_prompt_resolutions_total", {"source": "ram", "stale": "false"})
+    assert after == before + 1
