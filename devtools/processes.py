@@ -167,10 +167,11 @@ class LiveKitServer:
         self.managed.stop()
 
 
-def start_livekit(timeout: float = 60) -> LiveKitServer:
+def start_livekit(timeout: float = 60, port: int | None = None) -> LiveKitServer:
+    """``livekit-server --dev`` on loopback (key ``devkey``, secret ``secret``)."""
     if not LIVEKIT_SERVER.exists():
         raise ServiceStartError(f"{LIVEKIT_SERVER} is missing: run `make livekit-server`")
-    port = free_port()
+    port = port or free_port()
     config = f"port: {port}\nrtc:\n  tcp_port: {free_port()}\n  udp_port: {free_port()}\n  use_external_ip: false\n"
     args = [str(LIVEKIT_SERVER), "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1", "--config-body", config]
     managed, _ = _spawn("livekit-server", args, ready="starting LiveKit server", timeout=timeout)

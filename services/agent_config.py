@@ -310,7 +310,9 @@ class AgentConfigService:
             source = "build"
         await self._ram_put(agent, prompt, now)
         if self._redis is not None:
-            self._in_background(self._share(agent, prompt))
+            # Inline, not in the background: a PROCESS-mode job may end (and its process
+            # exit) right after this; the shared tier must already hold what it read.
+            await self._share(agent, prompt)
         return PromptResult(prompt, source, record.updated_at, False, agent)
 
     async def _from_redis(self, agent_id: str, version: float | None) -> PromptResult | None:

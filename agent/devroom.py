@@ -1,0 +1,100 @@
+"""Create a test room for an agent, with a dispatch, and print how to join it.
+
+    python -m agent.devroom Priya            # a demo agent by name
+    python -m agent.devroom 000...10000agents --suffix my-test
+
+Uses LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET (default: the local dev
+server on 127.0.0.1:7880 that ``make worker`` starts) and AGENT_NAME (the worker's
+explicit-dispatch name; empty means the worker takes every new room by itself).
+Agents are looked up where the worker looks them up: Convex if CONVEX_URL is set,
+else the embedded agents file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+import httpx
+from livekit import api
+
+from agent.targeting import room_name_for
+from services.agent_ids import AGENT_ID_PATTERN
+from services.file_store import FileAgentStore
+from services.settings import ServiceSettings
+
+
+def list_agents(settings: ServiceSettings) -> list[dict[str, object]]:
+    if settings.convex_url and settings.convex_deploy_key:
+        response = httpx.post(
+            f"{settings.convex_url}/api/query",
+            json={"path": "agents:list", "args": {"limit": 1000}, "format": "json"},
+            headers={"Authorization": f"Convex {settings.convex_deploy_key.get_secret_value()}"},
+            timeout=10,
+        )
+        body = response.json()
+        if body.get("status") != "success":
+            raise SystemExit(f"devroom: agents:list failed: {body.get('errorMessage') or body}")
+        return list(body["value"])
+    store = FileAgentStore(settings.agents_file)
+    rows = asyncio.run(store.changed_since(0, 1000))
+    records = [asyncio.run(store.get_agent(row.agent_id)) for row in rows]
+    return [{"_id": r.agent_id, "name": r.name, "domain": r.config.get("domain")} for r in records if r]
+
+
+def find_agent(wanted: str, agents: list[dict[str, object]]) -> str:
+    if AGENT_ID_PATTERN.fullmatch(wanted):
+        return wanted
+    matches = [str(a["_id"]) for a in agents if str(a["name"]).lower() == wanted.lower()]
+    if len(matches) != 1:
+        names = ", ".join(f"{a['name']} ({a['_id']})" for a in agents)
+        raise SystemExit(f"devroom: no single agent named {wanted!r}; known: {names}")
+    return matches[0]
+
+
+async def create_room(agent_id: str, suffix: str) -> None:
+    url = os.environ.get("LIVEKIT_URL", "ws://127.0.0.1:7880")
+    key = os.environ.get("LIVEKIT_API_KEY", "devkey")
+    secret = os.environ.get("LIVEKIT_API_SECRET", "secret")
+    agent_name = os.environ.get("AGENT_NAME", "")
+    room = room_name_for(agent_id, suffix)
+    http_url = url.replace("ws://", "http://").replace("wss://", "https://")
+    async with api.LiveKitAPI(http_url, key, secret) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=600))
+        if agent_name:
+            metadata = json.dumps({"agentId": agent_id})
+            await lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
+            )
+    token = (
+        api.AccessToken(key, secret)
+        .with_identity(f"dev-user-{int(time.time())}")
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .to_jwt()
+    )
+    print(f"room:  {room}")
+    print(f"url:   {url}")
+    print(f"token: {token}")
+    print("join with any LiveKit client (e.g. `lk room join --url URL --token TOKEN`) and talk or chat on lk.chat")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("agent", help="agent id, or the name of an agent")
+    parser.add_argument("--suffix", default=f"dev-{int(time.time())}", help="keeps the room unique per call")
+    args = parser.parse_args()
+    agent_id = find_agent(args.agent, list_agents(ServiceSettings.from_env()))
+    try:
+        asyncio.run(create_room(agent_id, args.suffix))
+    except (OSError, api.TwirpError) as exc:
+        print(f"devroom: could not reach LiveKit: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""The model seam: one function turns an agent's config into a ready session plan.
+
+``AGENT_MODEL_FACTORY`` names it (``module:function``); production uses
+:func:`openai_session`, tests swap in a fake LLM without touching the worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from livekit.agents import AgentSession, room_io
+from livekit.plugins import openai
+
+from services.models import AgentConfig
+
+
+@dataclass
+class SessionPlan:
+    session: AgentSession[None]
+    room_options: room_io.RoomOptions = field(default_factory=room_io.RoomOptions)
+
+
+SessionFactory = Callable[[AgentConfig], SessionPlan]
+
+
+class ModelFactoryError(ValueError):
+    """``AGENT_MODEL_FACTORY`` does not name a usable function, or a config cannot be served."""
+
+
+def openai_session(agent: AgentConfig) -> SessionPlan:
+    """A realtime model or an STT/LLM/TTS pipeline, as ``config.pipeline`` says."""
+    config = agent.config
+    model = str(config.get("model") or "gpt-4o-mini")
+    voice = str(config.get("voice") or "alloy")
+    temperature = config.get("temperature")
+    language = str(config.get("language") or "en").split("-", 1)[0].lower() or "en"
+    if config.get("pipeline") == "realtime":
+        realtime = (
+            openai.realtime.RealtimeModel(model=model, voice=voice)
+            if temperature is None
+            else openai.realtime.RealtimeModel(model=model, voice=voice, temperature=float(temperature))
+        )
+        return SessionPlan(AgentSession(llm=realtime))
+    llm = openai.LLM(model=model) if temperature is None else openai.LLM(model=model, temperature=float(temperature))
+    session: AgentSession[None] = AgentSession(
+        stt=openai.STT(language=language, use_realtime=True),
+        llm=llm,
+        tts=openai.TTS(voice=voice),
+    )
+    return SessionPlan(session)
+
+
+def load_session_factory(spec: str) -> SessionFactory:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ModelFactoryError(f"AGENT_MODEL_FACTORY must look like module:function, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ModelFactoryError(f"AGENT_MODEL_FACTORY {spec!r}: {exc}") from exc
+    if not callable(factory):
+        raise ModelFactoryError(f"AGENT_MODEL_FACTORY {spec!r} is not callable")
+    return factory  # type: ignore[no-any-return]

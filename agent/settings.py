@@ -1,0 +1,67 @@
+"""The worker's settings, read from the environment at start-up (see ``.env.example``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.settings import SettingsError
+
+DEFAULT_MODEL_FACTORY = "agent.models:openai_session"
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    livekit_url: str = Field(alias="LIVEKIT_URL")
+    """``ws://`` or ``wss://`` URL of the LiveKit server."""
+    livekit_api_key: str = Field(alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretStr = Field(alias="LIVEKIT_API_SECRET", repr=False)
+    agent_name: str = Field(default="", alias="AGENT_NAME")
+    """Set: the worker takes explicit dispatches for this name only. Empty: every new room."""
+    executor: Literal["thread", "process"] = Field(default="thread", alias="AGENT_EXECUTOR")
+    """``thread``: jobs share the process, so they share the RAM tier. ``process``: a fresh
+    process per job (isolation); only the Redis tier lets such a job skip Convex."""
+    room_name_pattern: str | None = Field(default=None, alias="ROOM_NAME_PATTERN")
+    """Regex with a named group ``agent_id``; unset: ``agent-<agentId>[--<suffix>]``."""
+    model_factory: str = Field(default=DEFAULT_MODEL_FACTORY, alias="AGENT_MODEL_FACTORY")
+    """``module:function`` turning an AgentConfig into a session plan (the model seam)."""
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY", repr=False)
+    job_start_timeout_seconds: float = Field(default=20.0, gt=0, alias="JOB_START_TIMEOUT_SECONDS")
+    """A job that cannot resolve its prompt, connect and start its session within this ends."""
+    prometheus_port: int | None = Field(default=None, alias="PROMETHEUS_PORT")
+    log_format: Literal["auto", "json", "console"] = Field(default="auto", alias="LOG_FORMAT")
+
+    @field_validator("livekit_url")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ValueError("must start with ws://, wss://, http:// or https://")
+        return value
+
+    @field_validator("room_name_pattern")
+    @classmethod
+    def _pattern_has_agent_id(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if "agent_id" not in compiled.groupindex:
+            raise ValueError("needs a named group (?P<agent_id>...)")
+        return value
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        try:
+            settings = cls()  # type: ignore[call-arg]  # values come from the environment
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+            raise SettingsError(f"invalid worker settings: {problems}") from None
+        if settings.model_factory == DEFAULT_MODEL_FACTORY and settings.openai_api_key is None:
+            raise SettingsError("invalid worker settings: OPENAI_API_KEY is required by the OpenAI model factory")
+        return settings

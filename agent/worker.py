@@ -1,0 +1,191 @@
+"""The LiveKit worker: room -> agent id -> cached prompt -> voice session.
+
+Shaped like livekit-agents' ``basic_agent.py``: one ``AgentServer``, an
+``@server.rtc_session`` entrypoint, ``on_request`` to turn away rooms we cannot serve
+before any process or thread is spent on them, and a prewarm that builds this
+process's AgentConfigService.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
+from livekit.agents.voice.events import ConversationItemAddedEvent
+
+from agent.models import load_session_factory
+from agent.service_holder import close_service, get_service
+from agent.settings import WorkerSettings
+from agent.targeting import JobTarget, JobTargetError, resolve_target
+from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
+
+log = structlog.get_logger("agent.worker")
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)
+
+
+def build_server(settings: WorkerSettings) -> AgentServer:
+    executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
+    server = AgentServer(
+        job_executor_type=executor,
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret.get_secret_value(),
+        setup_fnc=prewarm,
+        prometheus_port=settings.prometheus_port,
+    )
+
+    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
+
+    @server.on("worker_started")
+    def _start_main_service() -> None:
+        # The main process's service (and its refresher) runs from the start, so the
+        # first job already finds a current version index (and Redis heartbeat).
+        try:
+            get_service(run_refresher=True)
+        except Exception:
+            log.exception("service_start_failed")
+
+    return server
+
+
+# Module-level, not closures: the PROCESS executor pickles these into job processes.
+# Each reads the settings from the environment it inherited from the worker.
+
+
+async def on_request(request: JobRequest) -> None:
+    await accept_or_reject(request, WorkerSettings.from_env())
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    await run_job(ctx, WorkerSettings.from_env())
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Build the service before the job arrives. Never raises: a failing prewarm makes the
+    worker respawn processes in a loop; the job itself reports what is wrong."""
+    try:
+        get_service(run_refresher=proc.executor_type == JobExecutorType.THREAD)
+    except Exception:
+        log.exception("prewarm_failed")
+
+
+async def accept_or_reject(
+    request: JobRequest, settings: WorkerSettings, service: AgentConfigService | None = None
+) -> None:
+    """Runs on the main process before any executor is spent on the job."""
+    try:
+        target = resolve_target(request.room.name, request.job.metadata, settings.room_name_pattern)
+    except JobTargetError as exc:
+        log.warning("job_rejected", room=request.room.name, jobId=request.job.id, reason=str(exc))
+        await request.reject()
+        return
+    service = service or get_service()
+    if target.updated_at is None and service.known_missing(target.agent_id):
+        log.warning("job_rejected", room=request.room.name, agentId=target.agent_id, reason="unknown agent")
+        await request.reject()
+        return
+    # Start resolving now: it overlaps with the executor starting the job, and in
+    # PROCESS mode with Redis it leaves the prompt in the shared tier for the job.
+    service.prefetch(target.agent_id, updated_at=target.updated_at)
+    await request.accept(attributes={"agentId": target.agent_id})
+
+
+async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfigService | None = None) -> None:
+    started = time.perf_counter()
+    job_log = log.bind(room=ctx.job.room.name, jobId=ctx.job.id)
+    process_mode = ctx.proc.executor_type == JobExecutorType.PROCESS
+    if process_mode:
+        ctx.add_shutdown_callback(close_service)  # flush this process's write-backs
+    try:
+        target = resolve_target(ctx.job.room.name, ctx.job.metadata, settings.room_name_pattern)
+    except JobTargetError as exc:
+        job_log.warning("job_failed", reason="bad_target", error=str(exc))
+        ctx.shutdown(reason="room does not name an agent")
+        return
+    job_log = job_log.bind(agentId=target.agent_id)
+    try:
+        async with asyncio.timeout(settings.job_start_timeout_seconds):
+            service = service or get_service(run_refresher=not process_mode)
+            result, timings = await _start_session(ctx, service, target, settings, started)
+    except AgentNotFoundError as exc:
+        job_log.warning("job_failed", reason="unknown_agent", error=str(exc))
+        ctx.shutdown(reason="unknown agent")
+        return
+    except AgentConfigError as exc:
+        job_log.error("job_failed", reason="config_unavailable", error=str(exc))
+        ctx.shutdown(reason="agent configuration unavailable")
+        return
+    except TimeoutError:
+        job_log.error("job_failed", reason="start_timeout", timeoutSeconds=settings.job_start_timeout_seconds)
+        ctx.shutdown(reason="job start timed out")
+        return
+    except Exception as exc:  # noqa: BLE001 - a model error must end the job, not hang it
+        job_log.exception("job_failed", reason="session_error", error=type(exc).__name__)
+        ctx.shutdown(reason="session could not start")
+        return
+    job_log.info(
+        "job_started",
+        promptSource=result.source,
+        promptStale=result.stale,
+        promptUpdatedAt=result.updated_at,
+        targetFrom=target.source,
+        **timings,
+    )
+
+
+async def _start_session(
+    ctx: JobContext, service: AgentConfigService, target: JobTarget, settings: WorkerSettings, started: float
+) -> tuple[PromptResult, dict[str, Any]]:
+    timings: dict[str, Any] = {}
+
+    async def resolve() -> PromptResult:
+        result = await service.get_full_prompt(target.agent_id, updated_at=target.updated_at)
+        timings["promptResolvedMs"] = _ms(started)
+        return result
+
+    # The prompt resolves while the room connects.
+    prompt_task = asyncio.create_task(resolve())
+    connect_task = asyncio.create_task(ctx.connect())
+    try:
+        result = await prompt_task
+    except BaseException:
+        connect_task.cancel()
+        with contextlib.suppress(BaseException):
+            await connect_task
+        raise
+    await connect_task
+    plan = load_session_factory(settings.model_factory)(result.agent)
+    first_reply_logged = False
+
+    def on_item(event: ConversationItemAddedEvent) -> None:
+        nonlocal first_reply_logged
+        if not first_reply_logged and getattr(event.item, "role", None) == "assistant":
+            first_reply_logged = True
+            log.info("first_agent_reply", room=ctx.job.room.name, agentId=target.agent_id, sinceJobStartMs=_ms(started))
+
+    plan.session.on("conversation_item_added", on_item)
+    await plan.session.start(
+        agent=Agent(instructions=result.prompt), room=ctx.room, room_options=plan.room_options, record=False
+    )
+    timings["sessionStartedMs"] = _ms(started)
+    await ctx.room.local_participant.set_attributes(
+        {
+            "agentId": target.agent_id,
+            "promptSource": result.source,
+            "promptUpdatedAt": repr(result.updated_at)
+            if not result.updated_at.is_integer()
+            else str(int(result.updated_at)),
+            "promptStale": "true" if result.stale else "false",
+        }
+    )
+    greeting = result.agent.config.get("greeting")
+    if isinstance(greeting, str) and greeting:
+        plan.session.generate_reply(instructions=f"Greet the caller with exactly: {greeting}")
+    return result, timings

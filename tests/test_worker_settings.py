@@ -1,0 +1,63 @@
+"""The worker refuses to start, with status 2 and one clear line, on bad settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from agent.settings import WorkerSettings
+from services import SettingsError
+from tests.conftest import REPO
+
+BASE = {"LIVEKIT_URL": "ws://127.0.0.1:7880", "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret"}
+
+
+def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CONVEX_", "OPENAI_", "AGENT"))}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "start"],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_missing_livekit_url_exits_non_zero_naming_it() -> None:
+    result = run_worker({"LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s"})
+    assert result.returncode == 2
+    assert "LIVEKIT_URL" in result.stderr
+
+
+def test_missing_openai_key_with_the_openai_models_exits_non_zero() -> None:
+    result = run_worker(BASE)
+    assert result.returncode == 2
+    assert "OPENAI_API_KEY" in result.stderr
+
+
+def test_a_room_pattern_without_the_agent_id_group_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ROOM_NAME_PATTERN", r"room-(\w+)")
+    with pytest.raises(SettingsError, match="agent_id"):
+        WorkerSettings.from_env()
+    monkeypatch.setenv("ROOM_NAME_PATTERN", r"room-(?P<agent_id>\w+)")
+    monkeypatch.setenv("AGENT_EXECUTOR", "fork")
+    with pytest.raises(SettingsError, match="AGENT_EXECUTOR"):
+        WorkerSettings.from_env()
+
+
+def test_the_secret_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "lk-very-secret")
+    text = repr(WorkerSettings.from_env())
+    assert "sk-very-secret" not in text
+    assert "lk-very-secret" not in text
