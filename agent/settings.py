@@ -14,7 +14,7 @@ DEFAULT_MODEL_FACTORY = "agent.models:openai_session"
 
 
 class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     livekit_url: str = Field(alias="LIVEKIT_URL")
     """``ws://`` or ``wss://`` URL of the LiveKit server."""

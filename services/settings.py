@@ -17,7 +17,7 @@ class SettingsError(ValueError):
 class ServiceSettings(BaseSettings):
     """Every variable ``AgentConfigService.from_env()`` reads (see ``.env.example``)."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     convex_url: str | None = Field(default=None, alias="CONVEX_URL")
     """Deployment URL. Unset: agents come from ``agents_file`` (embedded store)."""

@@ -61,3 +61,20 @@ def test_the_secret_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyP
     text = repr(WorkerSettings.from_env())
     assert "sk-very-secret" not in text
     assert "lk-very-secret" not in text
+
+
+def test_env_example_documents_exactly_the_variables_the_settings_read() -> None:
+    from services import ServiceSettings
+
+    documented = {
+        line.split("=", 1)[0]
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    read = {
+        str(field.alias)
+        for model in (WorkerSettings, ServiceSettings)
+        for field in model.model_fields.values()
+        if field.alias
+    }
+    assert documented == read
