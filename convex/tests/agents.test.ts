@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { ConvexError } from "convex/values";
+import { ConvexError, type Value } from "convex/values";
 import { internal } from "../convex/_generated/api";
+import type { Id } from "../convex/_generated/dataModel";
 import { buildFullPrompt, TEMPLATE_VERSION } from "../convex/lib/promptBuilder";
 import { LIMITS } from "../convex/lib/limits";
 import { agentArgs, newBackend } from "./setup";
@@ -9,12 +10,12 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-async function errorData(promise: Promise<unknown>): Promise<Record<string, unknown>> {
+async function errorData(promise: Promise<unknown>): Promise<Record<string, Value>> {
   try {
     await promise;
   } catch (error) {
     expect(error).toBeInstanceOf(ConvexError);
-    return (error as ConvexError<Record<string, unknown>>).data;
+    return (error as ConvexError<Record<string, Value>>).data;
   }
   throw new Error("expected the call to fail");
 }
@@ -117,7 +118,7 @@ describe("changedSince", () => {
   test("lists {_id, updatedAt} at or after since, ascending, at most limit", async () => {
     vi.useFakeTimers();
     const t = newBackend();
-    const ids = [];
+    const ids: Id<"agents">[] = [];
     for (let i = 0; i < 5; i++) {
       vi.setSystemTime(1_000_000 + i * 10);
       ids.push(await t.mutation(internal.agents.create, agentArgs({ name: `a${i}` })));
