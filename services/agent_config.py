@@ -37,8 +37,8 @@ from services.errors import (
     AgentConfigError,
     AgentNotFoundError,
     ConfigUnavailableError,
+    MalformedDocumentError,
     StoreError,
-    StoreResponseError,
 )
 from services.file_store import FileAgentStore
 from services.logging import prompt_fingerprint
@@ -284,7 +284,7 @@ class AgentConfigService:
                 record = await self._store.get_agent(agent_id)
         except (StoreError, TimeoutError) as exc:
             metrics.STORE_ERRORS.labels(operation="get_agent").inc()
-            if not isinstance(exc, StoreResponseError):
+            if not isinstance(exc, MalformedDocumentError):  # the store, not one document, failed
                 self._store_resting_until = self._clock() + STORE_REST_SECONDS
             stale = await self._stale_fallback(agent_id)
             if stale is not None:

@@ -10,7 +10,8 @@
     StoreError                       raised by stores and tiers, never past the service
     ├── StoreUnavailableError        transport failure, timeout, 5xx, 429: worth retrying
     └── StoreResponseError           the store answered, but not with what we asked for
-                                     (function error, malformed body): not retried
+        │                            (function error, malformed body): not retried
+        └── MalformedDocumentError   one agent's document is broken; the store itself is fine
 
 Foreign exceptions (httpx, redis, json) are translated in exactly one place each:
 ``services.convex_client`` and ``services.redis_tier``.
@@ -49,3 +50,7 @@ class StoreUnavailableError(StoreError):
 
 class StoreResponseError(StoreError):
     """The store answered with an error or with something malformed; retrying will not help."""
+
+
+class MalformedDocumentError(StoreResponseError):
+    """One agent's document fails validation; other agents are unaffected."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from services.errors import StoreResponseError
+from services.errors import MalformedDocumentError
 
 PromptSource = Literal["ram", "redis", "db", "build"]
 
@@ -68,24 +68,24 @@ class PromptResult:
 def _field(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], agent_id: str) -> Any:
     value = doc.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise StoreResponseError(f"agent {agent_id!r}: field {key!r} is missing or malformed")
+        raise MalformedDocumentError(f"agent {agent_id!r}: field {key!r} is missing or malformed")
     return value
 
 
 def parse_agent(doc: object, expected_id: str) -> AgentRecord:
     """Validate a document from any store; a malformed one never reaches a cache."""
     if not isinstance(doc, Mapping):
-        raise StoreResponseError(f"agent {expected_id!r}: expected an object, got {type(doc).__name__}")
+        raise MalformedDocumentError(f"agent {expected_id!r}: expected an object, got {type(doc).__name__}")
     agent_id = _field(doc, "_id", str, expected_id)
     if agent_id != expected_id:
-        raise StoreResponseError(f"agent {expected_id!r}: store returned document {agent_id!r}")
+        raise MalformedDocumentError(f"agent {expected_id!r}: store returned document {agent_id!r}")
     updated_at = float(_field(doc, "updatedAt", (int, float), expected_id))
     if not math.isfinite(updated_at):
-        raise StoreResponseError(f"agent {expected_id!r}: updatedAt is not finite")
+        raise MalformedDocumentError(f"agent {expected_id!r}: updatedAt is not finite")
     config = _field(doc, "config", Mapping, expected_id)
     full_prompt = doc.get("fullPrompt")
     if full_prompt is not None and not isinstance(full_prompt, str):
-        raise StoreResponseError(f"agent {expected_id!r}: fullPrompt is not a string")
+        raise MalformedDocumentError(f"agent {expected_id!r}: fullPrompt is not a string")
     template_version = doc.get("templateVersion")
     return AgentRecord(
         agent_id=agent_id,

@@ -31,16 +31,16 @@ async def test_a_seen_agent_is_served_stale_when_convex_fails(convex: LocalConve
         transport.mode = mode
         clock.advance(601)  # past the TTL: the service must ask Convex again
         stale = await service.get_full_prompt(PRIYA)
-        # Convex just failed: the next join is answered from RAM without waiting again.
-        again_started = time.monotonic()
+        # Convex just failed: the next join is answered from RAM without asking it again.
+        requests_before = len(transport.seen)
         again = await service.get_full_prompt(PRIYA)
-        again_seconds = time.monotonic() - again_started
+        requests_after = len(transport.seen)
     finally:
         transport.mode = "ok"
         await service.aclose()
     assert (stale.source, stale.stale, stale.prompt) == ("ram", True, fresh.prompt)
     assert (again.source, again.stale) == ("ram", True)
-    assert again_seconds < 0.2  # no second timeout paid: the store is resting
+    assert requests_after == requests_before  # no second timeout paid: the store is resting
 
 
 async def test_stale_is_served_only_within_the_stale_if_error_window(convex: LocalConvex) -> None:
@@ -112,7 +112,7 @@ async def test_an_agent_never_seen_fails_within_three_timeouts_when_convex_hangs
         None,
         CONVEX_URL=f"http://127.0.0.1:{hanging_port}",
         CONVEX_DEPLOY_KEY="k",
-        CONVEX_TIMEOUT_SECONDS=0.3,
+        CONVEX_TIMEOUT_SECONDS=0.5,
     )
     service = AgentConfigService(settings, store_factory=default_store_factory(settings), run_refresher=False)
     try:
@@ -122,7 +122,7 @@ async def test_an_agent_never_seen_fails_within_three_timeouts_when_convex_hangs
         elapsed = time.monotonic() - started
     finally:
         await service.aclose()
-    assert elapsed <= 3 * 0.3 + 0.25  # the documented bound, plus scheduling slack
+    assert elapsed <= 3 * 0.5 + 1.0  # the documented bound (3 x timeout), plus slack for a busy machine
     assert PRIYA in str(info.value)
 
 

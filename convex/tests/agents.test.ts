@@ -138,6 +138,8 @@ describe("changedSince", () => {
   });
 
   test("an edited agent moves to the end of the feed with its new stamp", async () => {
+    vi.useFakeTimers();
+    vi.setSystemTime(2_000_000);
     const t = newBackend();
     const first = await t.mutation(internal.agents.create, agentArgs({ name: "first" }));
     await t.mutation(internal.agents.create, agentArgs({ name: "second" }));
