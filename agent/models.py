@@ -1,4 +1,5 @@
-"""The model seam: one function turns an agent's config into a ready session plan.
+"""The model seam: one function turns a resolved prompt (and the agent's config) into a
+ready session plan.
 
 ``AGENT_MODEL_FACTORY`` names it (``module:function``); production uses
 :func:`openai_session`, tests swap in a fake LLM without touching the worker.
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from livekit.agents import AgentSession, room_io
 from livekit.plugins import openai
 
-from services.models import AgentConfig
+from services.models import PromptResult
 
 
 @dataclass
@@ -22,16 +23,16 @@ class SessionPlan:
     room_options: room_io.RoomOptions = field(default_factory=room_io.RoomOptions)
 
 
-SessionFactory = Callable[[AgentConfig], SessionPlan]
+SessionFactory = Callable[[PromptResult], SessionPlan]
 
 
 class ModelFactoryError(ValueError):
     """``AGENT_MODEL_FACTORY`` does not name a usable function, or a config cannot be served."""
 
 
-def openai_session(agent: AgentConfig) -> SessionPlan:
+def openai_session(result: PromptResult) -> SessionPlan:
     """A realtime model or an STT/LLM/TTS pipeline, as ``config.pipeline`` says."""
-    config = agent.config
+    config = result.agent.config
     model = str(config.get("model") or "gpt-4o-mini")
     voice = str(config.get("voice") or "alloy")
     temperature = config.get("temperature")

@@ -28,7 +28,7 @@ class WorkerSettings(BaseSettings):
     room_name_pattern: str | None = Field(default=None, alias="ROOM_NAME_PATTERN")
     """Regex with a named group ``agent_id``; unset: ``agent-<agentId>[--<suffix>]``."""
     model_factory: str = Field(default=DEFAULT_MODEL_FACTORY, alias="AGENT_MODEL_FACTORY")
-    """``module:function`` turning an AgentConfig into a session plan (the model seam)."""
+    """``module:function`` turning a PromptResult into a session plan (the model seam)."""
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY", repr=False)
     job_start_timeout_seconds: float = Field(default=20.0, gt=0, alias="JOB_START_TIMEOUT_SECONDS")
     """A job that cannot resolve its prompt, connect and start its session within this ends."""

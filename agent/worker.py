@@ -22,6 +22,7 @@ from agent.service_holder import close_service, get_service
 from agent.settings import WorkerSettings
 from agent.targeting import JobTarget, JobTargetError, resolve_target
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
+from services.logging import prompt_fingerprint
 
 log = structlog.get_logger("agent.worker")
 
@@ -99,6 +100,7 @@ async def accept_or_reject(
 
 async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfigService | None = None) -> None:
     started = time.perf_counter()
+    ctx.proc.userdata["job_started_at"] = time.time()  # wall clock, for probes and diagnostics
     job_log = log.bind(room=ctx.job.room.name, jobId=ctx.job.id)
     process_mode = ctx.proc.executor_type == JobExecutorType.PROCESS
     if process_mode:
@@ -135,6 +137,7 @@ async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfi
         promptSource=result.source,
         promptStale=result.stale,
         promptUpdatedAt=result.updated_at,
+        promptHash=prompt_fingerprint(result.prompt),
         targetFrom=target.source,
         **timings,
     )
@@ -161,7 +164,7 @@ async def _start_session(
             await connect_task
         raise
     await connect_task
-    plan = load_session_factory(settings.model_factory)(result.agent)
+    plan = load_session_factory(settings.model_factory)(result)
     first_reply_logged = False
 
     def on_item(event: ConversationItemAddedEvent) -> None:

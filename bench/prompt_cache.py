@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Protocol
 
-from bench.seed_baseline import SeedAgentConfigService
+from agent.loadtest.baselines import SeedAgentConfigService
 from devtools.processes import LocalConvex, start_local_convex
 from services import AgentConfigService, ServiceSettings
 from services.agent_config import default_store_factory

@@ -210,6 +210,11 @@ class AgentConfigService:
     def ram_entries(self) -> int:
         return len(self._ram)
 
+    @property
+    def ram_prompt_bytes(self) -> int:
+        """UTF-8 size of the prompts the RAM tier holds (what the load test reports)."""
+        return sum(len(entry.prompt.encode("utf-8")) for entry in self._ram.entries())
+
     # ------------------------------------------------------------------ RAM tier
 
     def _wanted_version(self, agent_id: str, hint: float | None) -> float | None:

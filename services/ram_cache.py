@@ -113,3 +113,6 @@ class BoundedMemoryCache(SimpleMemoryCache):  # type: ignore[misc]
 
     def clear_entries(self) -> None:
         self._cache.clear()
+
+    def entries(self) -> list[Any]:
+        return [value for key in self._cache if (value := self._cache.peek(key)) is not None]

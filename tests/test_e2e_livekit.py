@@ -22,7 +22,7 @@ from agent.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex, ServiceStartError, start_livekit
 from services.file_store import local_backend_id
 from tests.conftest import REPO, unavailable
-from tests.fake_models import prompt_tag
+from devtools.fake_models import prompt_tag
 
 pytestmark = pytest.mark.e2e
 AGENT_NAME = "e2e-voice-agent"
@@ -59,7 +59,7 @@ def worker(livekit: LiveKitServer, convex: LocalConvex) -> Iterator[Worker]:
         "CONVEX_URL": convex.url,
         "CONVEX_DEPLOY_KEY": convex.deploy_key,
         "PROMPT_REFRESH_SECONDS": "0.5",
-        "AGENT_MODEL_FACTORY": "tests.fake_models:fake_session",
+        "AGENT_MODEL_FACTORY": "devtools.fake_models:fake_session",
         "LOG_FORMAT": "json",
     }
     process = subprocess.Popen(

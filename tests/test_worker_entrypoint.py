@@ -23,9 +23,9 @@ from agent.worker import accept_or_reject, run_job
 from devtools.processes import LocalConvex
 from services import AgentConfigService
 from services.file_store import local_backend_id
-from services.models import AgentConfig
+from services.models import PromptResult
 from tests.conftest import demo_agents
-from tests.fake_models import fake_session, prompt_tag
+from devtools.fake_models import fake_session, prompt_tag
 from tests.helpers import convex_service
 
 PRIYA, MARCO = local_backend_id(0), local_backend_id(1)
@@ -33,8 +33,8 @@ UNKNOWN = "00000000000000000000099999agents"
 SESSIONS: list[AgentSession[None]] = []
 
 
-def capturing_session(agent: AgentConfig) -> SessionPlan:
-    plan = fake_session(agent)
+def capturing_session(result: PromptResult) -> SessionPlan:
+    plan = fake_session(result)
     SESSIONS.append(plan.session)
     return plan
 

@@ -1,26 +1,30 @@
-"""Jobs through livekit-agents' real executors: THREAD mode shares the RAM tier between
-jobs; PROCESS mode starts every job cold, and the Redis tier is what saves the read."""
+"""Jobs through livekit-agents' real executors (``simulate_job``): THREAD mode shares the
+RAM tier between jobs; PROCESS mode starts every job cold, and the Redis tier is what
+saves the read."""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from devtools.processes import LocalConvex
 from services.file_store import local_backend_id
 from tests.conftest import REPO
 
 PRIYA_ROOM = f"agent-{local_backend_id(0)}"
-SOURCE = re.compile(r"job_started.*?promptSource[\"=: ]+\"?(\w+)")
 
 
-def run_harness(convex: LocalConvex, tmp_path: Path, rooms: list[str], **env: str) -> list[str]:
+def drive(convex: LocalConvex, tmp_path: Path, rooms: list[str], **env: str) -> list[dict[str, Any]]:
+    """Run the rooms one after another through the executor driver; return what each job resolved."""
+    (tmp_path / "rooms.json").write_text(json.dumps(rooms))
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT"))}
     result = subprocess.run(
-        [sys.executable, "-m", "tests.executor_harness", *rooms],
+        [sys.executable, "-m", "agent.loadtest.executor_driver", "--rooms", str(tmp_path / "rooms.json"),
+         "--concurrency", "1", "--out", str(tmp_path / "out.json")],
         cwd=REPO,
         env={
             **clean,
@@ -29,43 +33,42 @@ def run_harness(convex: LocalConvex, tmp_path: Path, rooms: list[str], **env: st
             "LIVEKIT_API_SECRET": "secret",
             "CONVEX_URL": convex.url,
             "CONVEX_DEPLOY_KEY": convex.deploy_key,
-            "AGENT_MODEL_FACTORY": "tests.fake_models:recording_fake_session",
-            "HARNESS_EVENTS": str(tmp_path / "events.jsonl"),
+            "AGENT_MODEL_FACTORY": "devtools.fake_models:recording_session",
+            "PROBE_EVENTS": str(tmp_path / "events.jsonl"),
             **env,
         },
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return SOURCE.findall(output)
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    joins = json.loads((tmp_path / "out.json").read_text())["joins"]
+    assert [join.get("error") for join in joins] == [None] * len(rooms)
+    return [join["event"] for join in sorted(joins, key=lambda join: join["dispatchedAt"])]
 
 
 def test_thread_executor_second_job_resolves_from_ram_without_a_convex_read(
     convex: LocalConvex, tmp_path: Path
 ) -> None:
-    sources = run_harness(convex, tmp_path, [PRIYA_ROOM, f"{PRIYA_ROOM}--second"], AGENT_EXECUTOR="thread")
-    assert sources == ["db", "ram"]
+    events = drive(convex, tmp_path, [PRIYA_ROOM, f"{PRIYA_ROOM}--second"], AGENT_EXECUTOR="thread")
+    assert [e["source"] for e in events] == ["db", "ram"]
+    assert len({e["pid"] for e in events}) == 1
     assert convex.stats()["byPath"].get("agents:get") == 1
 
 
 def test_process_executor_without_redis_reads_convex_in_every_job(convex: LocalConvex, tmp_path: Path) -> None:
-    sources = run_harness(convex, tmp_path, [PRIYA_ROOM, f"{PRIYA_ROOM}--second"], AGENT_EXECUTOR="process")
-    assert sources == ["db", "db"]
+    events = drive(convex, tmp_path, [PRIYA_ROOM, f"{PRIYA_ROOM}--second"], AGENT_EXECUTOR="process")
+    assert [e["source"] for e in events] == ["db", "db"]
+    assert len({e["pid"] for e in events}) == 2
     assert convex.stats()["byPath"].get("agents:get") == 2
 
 
 def test_process_executor_with_redis_second_job_resolves_from_redis(
     convex: LocalConvex, redis_url: str, tmp_path: Path
 ) -> None:
-    sources = run_harness(
-        convex,
-        tmp_path,
-        [PRIYA_ROOM, f"{PRIYA_ROOM}--second"],
-        AGENT_EXECUTOR="process",
-        PROMPT_CACHE_REDIS_URL=redis_url,
-    )
-    assert sources == ["db", "redis"]
+    rooms = [PRIYA_ROOM, f"{PRIYA_ROOM}--second"]
+    events = drive(convex, tmp_path, rooms, AGENT_EXECUTOR="process", PROMPT_CACHE_REDIS_URL=redis_url)
+    assert [e["source"] for e in events] == ["db", "redis"]
+    assert events[0]["promptHash"] == events[1]["promptHash"]
     assert convex.stats()["byPath"].get("agents:get") == 1

@@ -1,23 +1,27 @@
-"""A fake LLM behind the real ``llm.LLM`` interface, and a session factory using it.
+"""A fake LLM behind the real ``llm.LLM`` interface, and session factories using it.
 
 Its reply depends on its input: it names a hash of the system prompt it was given and
 echoes the caller, so a test can prove which prompt an agent runs with.
-``AGENT_MODEL_FACTORY=tests.fake_models:fake_session`` puts it behind the real worker.
+``AGENT_MODEL_FACTORY=devtools.fake_models:fake_session`` puts it behind the real
+worker (tests, the load test, or trying the worker without OpenAI).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
+import time
 from typing import Any
 
-from livekit.agents import AgentSession, APIConnectOptions, llm, room_io
+from livekit.agents import AgentSession, APIConnectOptions, get_job_context, llm, room_io
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import shortuuid
 
 from agent.models import SessionPlan
-from services.models import AgentConfig
+from services.models import PromptResult
 
 
 def prompt_tag(prompt: str) -> str:
@@ -53,17 +57,37 @@ class FakeLLMStream(llm.LLMStream):
         )
 
 
-def recording_fake_session(agent: AgentConfig) -> SessionPlan:
-    """``fake_session`` that also appends a line to ``$HARNESS_EVENTS`` when a job gets
-    this far (its prompt resolved), so a harness can wait for it across processes."""
-    path = os.environ.get("HARNESS_EVENTS")
-    if path:
-        with open(path, "a", encoding="utf-8") as events:
-            events.write(json.dumps({"agentId": agent.agent_id, "pid": os.getpid()}) + "\n")
-    return fake_session(agent)
-
-
-def fake_session(agent: AgentConfig) -> SessionPlan:
+def fake_session(result: PromptResult) -> SessionPlan:
     """Text in, text out: no audio models, so no audio tracks either."""
     session: AgentSession[None] = AgentSession(llm=FakeLLM())
     return SessionPlan(session, room_io.RoomOptions(audio_input=False, audio_output=False, text_input=True))
+
+
+def recording_session(result: PromptResult) -> SessionPlan:
+    """``fake_session`` that also appends what the job resolved to ``$PROBE_EVENTS`` (one
+    JSON line per job), so a harness in another process can see each job's outcome."""
+    path = os.environ.get("PROBE_EVENTS")
+    if path:
+        room, job_started_at = "", None
+        with contextlib.suppress(RuntimeError):  # outside a job there is no job context
+            ctx = get_job_context()
+            room, job_started_at = ctx.job.room.name, ctx.proc.userdata.get("job_started_at")
+        event = {
+            "room": room,
+            "agentId": result.agent.agent_id,
+            "source": result.source,
+            "stale": result.stale,
+            "updatedAt": result.updated_at,
+            "promptHash": prompt_tag(result.prompt),
+            "jobStartedAt": job_started_at,
+            "resolvedAt": time.time(),
+            "pid": os.getpid(),
+        }
+        with open(path, "a", encoding="utf-8") as events:
+            events.write(json.dumps(event) + "\n")
+        if os.environ.get("PROBE_END_JOB") == "1":
+            # A load test join is over once the prompt is in use: end the job shortly
+            # after its session starts, so jobs (and PROCESS-mode processes) don't pile up.
+            ctx = get_job_context()
+            asyncio.get_running_loop().call_later(0.2, ctx.shutdown, "load test join done")
+    return fake_session(result)

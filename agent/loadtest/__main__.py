@@ -1,0 +1,210 @@
+"""``python -m agent.loadtest``: simulated joins, every strategy in one run.
+
+    python -m agent.loadtest --agents 50 --zipf 1.1 --joins 500 --concurrency 8 \\
+        --edits-per-minute 30 --latency-ms 100 --seed 7 --json out.json --plot out.png
+
+Starts the local Convex backend (seeded with ``--agents`` agents, answering after
+``--latency-ms``) and, for the Redis strategy, a redis-server; restores the data before
+each strategy; edits agents in Convex while joins run; checks every served prompt
+against the versions that existed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent.loadtest.checker import VersionHistory, count_wrong
+from agent.loadtest.report import Progress, percentile, plot, table, write_json
+from agent.loadtest.strategies import STRATEGIES, Outcome, Target, run_strategy
+from agent.loadtest.workload import Workload, edit_picker, join_plan, pick_agent, seed_agents
+from devtools.fake_models import prompt_tag
+from devtools.processes import LocalConvex, RedisServer, start_local_convex, start_redis
+from prompts import build_full_prompt
+from services.file_store import local_backend_id
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agents", type=int, default=50)
+    parser.add_argument("--zipf", type=float, default=1.1, help="popularity exponent (0: uniform)")
+    parser.add_argument("--joins", type=int, default=500, help="joins per strategy")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--edits-per-minute", type=float, default=30.0)
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="the local Convex backend's round trip")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--refresh-seconds", type=float, default=2.0, help="PROMPT_REFRESH_SECONDS for tiered")
+    parser.add_argument("--legacy-fraction", type=float, default=0.0, help="share of agents without fullPrompt")
+    parser.add_argument("--strategy", action="append", choices=STRATEGIES, help="run only these (repeatable)")
+    parser.add_argument("--json", type=Path, help="write the figures as JSON")
+    parser.add_argument("--plot", type=Path, help="write the latency distribution of every strategy as PNG")
+    args = parser.parse_args(argv)
+    if args.agents < 1 or args.joins < 1 or args.concurrency < 1:
+        parser.error("--agents, --joins and --concurrency must be at least 1")
+    if not 0 <= args.legacy_fraction <= 1:
+        parser.error("--legacy-fraction must be between 0 and 1")
+    workload = Workload(
+        agents=args.agents,
+        zipf=args.zipf,
+        joins=args.joins,
+        concurrency=args.concurrency,
+        edits_per_minute=args.edits_per_minute,
+        latency_ms=args.latency_ms,
+        seed=args.seed,
+        refresh_seconds=args.refresh_seconds,
+        legacy_fraction=args.legacy_fraction,
+    )
+    return workload, args
+
+
+class Editor:
+    """Edits agents in Convex at the workload's rate and records every version."""
+
+    def __init__(self, convex: LocalConvex, workload: Workload, docs: list[dict[str, Any]]) -> None:
+        self._convex, self._workload = convex, workload
+        self._docs = [dict(doc) for doc in docs]
+        self.history = VersionHistory()
+        for index, doc in enumerate(self._docs):
+            self.history.add(
+                local_backend_id(index), float("-inf"), doc["updatedAt"], prompt_tag(build_full_prompt(doc))
+            )
+        self.edits = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        rate = self._workload.edits_per_minute / 60
+        if rate <= 0:
+            return
+        rng = edit_picker(self._workload)
+        headers = {"Authorization": f"Convex {self._convex.deploy_key}"}
+        async with httpx.AsyncClient(base_url=self._convex.url, headers=headers, timeout=30) as client:
+            while True:
+                try:
+                    await asyncio.wait_for(stop.wait(), rng.expovariate(rate))
+                    return
+                except TimeoutError:
+                    pass
+                index = pick_agent(rng, self._workload)
+                agent_id = local_backend_id(index)
+                text = f"{self._docs[index]['systemPrompt'].split(' Edit ')[0]} Edit {self.edits + 1}."
+                body = {"path": "agents:update", "args": {"agentId": agent_id, "systemPrompt": text}}
+                answer = (await client.post("/api/mutation", json=body)).json()
+                if answer.get("status") != "success":
+                    continue
+                self.edits += 1
+                self._docs[index] |= {"systemPrompt": text, "updatedAt": answer["value"]["updatedAt"]}
+                tag = prompt_tag(build_full_prompt(self._docs[index]))
+                self.history.add(agent_id, time.time(), self._docs[index]["updatedAt"], tag)
+
+
+def redis_bytes(redis: RedisServer | None) -> int:
+    if redis is None:
+        return 0
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(redis.url)
+    try:
+        return int(client.info("memory").get("used_memory_dataset", 0))
+    finally:
+        client.close()
+
+
+def flush(redis: RedisServer | None) -> None:
+    if redis is not None:
+        import redis as redis_sync
+
+        client = redis_sync.Redis.from_url(redis.url)
+        client.flushall()
+        client.close()
+
+
+def summarize(workload: Workload, outcome: Outcome, stats: dict[str, Any], editor: Editor) -> dict[str, Any]:
+    joins = len(outcome.served) + outcome.errors
+    by_path = stats["byPath"]
+    db_reads = int(stats["total"]) - int(by_path.get("agents:update", 0))
+    bound = workload.refresh_seconds + 3 * workload.latency_ms / 1000 + 0.5
+    samples = outcome.latencies_ms
+    return {
+        "joins": joins,
+        "p50_ms": percentile(samples, 0.50),
+        "p95_ms": percentile(samples, 0.95),
+        "p99_ms": percentile(samples, 0.99),
+        "max_ms": max(samples, default=float("nan")),
+        "dispatch_p50_ms": percentile(outcome.dispatch_ms, 0.50),
+        "dispatch_p95_ms": percentile(outcome.dispatch_ms, 0.95),
+        "db_reads": db_reads,
+        "reads_per_1000_joins": 1000 * db_reads / max(joins, 1),
+        "hit_rate": outcome.cache_hits / max(joins, 1),
+        "builds": outcome.builds,
+        "stale_served": outcome.stale,
+        "errors": outcome.errors,
+        "wrong_prompts": count_wrong(outcome.served, editor.history, bound),
+        "cache_bytes": outcome.cache_bytes,
+        "edits": editor.edits,
+    }
+
+
+async def run(workload: Workload, strategies: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
+    docs = seed_agents(workload)
+    results: dict[str, dict[str, Any]] = {}
+    latencies: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="loadtest-seed-") as tmp:
+        seed_file = Path(tmp) / "agents.json"
+        seed_file.write_text(json.dumps({"agents": docs}))
+        convex = start_local_convex(seed=seed_file, latency_ms=workload.latency_ms)
+        redis = start_redis() if "tiered-process-redis" in strategies else None
+        try:
+            for name in strategies:
+                convex.reset(data=True)
+                flush(redis)
+                editor = Editor(convex, workload, docs)
+                stop = asyncio.Event()
+                edits = asyncio.create_task(editor.run(stop))
+                progress = Progress(workload.joins, name)
+                target = Target(
+                    convex=convex,
+                    redis_url=redis.url if redis else None,
+                    agent_ids=[local_backend_id(i) for i in range(workload.agents)],
+                    plan=join_plan(workload),
+                    concurrency=workload.concurrency,
+                    refresh_seconds=workload.refresh_seconds,
+                    progress=progress.advance,
+                )
+                try:
+                    outcome = await run_strategy(name, target)
+                finally:
+                    stop.set()
+                    await edits
+                if name == "tiered-process-redis":
+                    outcome.cache_bytes = redis_bytes(redis)
+                results[name] = summarize(workload, outcome, convex.stats(), editor)
+                latencies[name] = outcome.latencies_ms
+        finally:
+            convex.stop()
+            if redis is not None:
+                redis.stop()
+    return results, latencies
+
+
+def main(argv: list[str] | None = None) -> int:
+    workload, args = parse_args(argv)
+    strategies = args.strategy or list(STRATEGIES)
+    results, latencies = asyncio.run(run(workload, strategies))
+    print(table(results))
+    if args.json:
+        write_json(args.json, workload.as_json(), results)
+    if args.plot:
+        title = f"{workload.joins} joins, {workload.agents} agents, Convex at {workload.latency_ms:g} ms"
+        plot(args.plot, latencies, title)
+    return 0
+
+
+if __name__ == "__main__":  # the executor driver re-imports nothing from here, but be safe
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Feeds joins to the real worker through livekit-agents' real executors.
+
+    python -m agent.loadtest.executor_driver --rooms rooms.json --concurrency 8 --out out.json
+
+Runs the worker's ``AgentServer`` unregistered (production defaults, so PROCESS mode
+keeps warm idle processes) and ``simulate_job``s one job per room, at most
+``--concurrency`` at once. Settings come from the environment as for the worker, with
+``AGENT_MODEL_FACTORY=devtools.fake_models:recording_session`` and ``PROBE_EVENTS``:
+each job appends what it resolved there, which is how a join's end is seen across
+processes; ``PROBE_END_JOB=1`` ends each job once its session is built. A separate
+process per run gives each run its own forkserver, which inherits the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from livekit.protocol import models
+
+from agent.service_holder import get_service
+from agent.settings import WorkerSettings
+from agent.worker import build_server
+
+JOIN_TIMEOUT_SECONDS = 60.0
+CLOSE_TIMEOUT_SECONDS = 15.0
+
+
+class EventTail:
+    """Reads the probe events file as jobs append to it; wakes the joins waiting for them."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    def expect(self, room: str) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[room] = future
+        return future
+
+    def _read_new(self) -> list[str]:
+        if not self._path.exists():
+            return []
+        with self._path.open("rb") as source:
+            source.seek(self._offset)
+            data = source.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        return complete.decode("utf-8").splitlines()
+
+    async def run(self) -> None:
+        while True:
+            for line in await asyncio.to_thread(self._read_new):
+                event = json.loads(line)
+                waiter = self._waiters.pop(event.get("room", ""), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(event)
+            await asyncio.sleep(0.01)
+
+
+async def drive(rooms: list[str], concurrency: int) -> list[dict[str, Any]]:
+    server = build_server(WorkerSettings.from_env())
+    started = asyncio.Event()
+    server.on("worker_started", started.set)
+    run = asyncio.create_task(server.run(devmode=False, unregistered=True))
+    await asyncio.wait_for(started.wait(), 60)
+    tail = EventTail(Path(os.environ["PROBE_EVENTS"]))
+    tail_task = asyncio.create_task(tail.run())
+    slots = asyncio.Semaphore(concurrency)
+    results: list[dict[str, Any]] = []
+
+    async def join(index: int, room: str) -> None:
+        async with slots:
+            outcome: dict[str, Any] = {"room": room, "dispatchedAt": time.time(), "event": None}
+            waiter = tail.expect(room)
+            try:
+                await server.simulate_job(room, fake_job=True, room_info=models.Room(name=room, sid=f"RM_lt{index}"))
+                outcome["event"] = await asyncio.wait_for(waiter, JOIN_TIMEOUT_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - a failed join is a result, not a crash
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+            results.append(outcome)
+
+    try:
+        await asyncio.gather(*(join(i, room) for i, room in enumerate(rooms)))
+    finally:
+        tail_task.cancel()
+        try:  # jobs still winding down may keep livekit's pool from closing: do not wait forever
+            await asyncio.wait_for(server.aclose(), CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            print(f"executor driver: worker did not close within {CLOSE_TIMEOUT_SECONDS}s", file=sys.stderr)
+        run.cancel()
+        await asyncio.gather(run, tail_task, return_exceptions=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rooms", type=Path, required=True, help="JSON list of room names, one job each")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    rooms = json.loads(args.rooms.read_text())
+    results = asyncio.run(drive(rooms, args.concurrency))
+    thread_mode = os.environ.get("AGENT_EXECUTOR", "thread") == "thread"
+    cache_bytes = get_service().ram_prompt_bytes if thread_mode else 0
+    args.out.write_text(json.dumps({"joins": results, "cacheBytes": cache_bytes}))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A throwaway process: leftover job threads must not keep it alive once the
+    # results are written (THREAD-mode write-backs of the load test are not needed).
+    os._exit(0)
+
+
+if __name__ == "__main__":  # forkserver re-imports the main module in job processes
+    main()
