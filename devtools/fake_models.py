@@ -85,9 +85,10 @@ def recording_session(result: PromptResult) -> SessionPlan:
         }
         with open(path, "a", encoding="utf-8") as events:
             events.write(json.dumps(event) + "\n")
-        if os.environ.get("PROBE_END_JOB") == "1":
-            # A load test join is over once the prompt is in use: end the job shortly
-            # after its session starts, so jobs (and PROCESS-mode processes) don't pile up.
+        end_after = os.environ.get("PROBE_END_JOB")
+        if end_after:
+            # A load test join is over once the prompt is in use: end the job that many
+            # seconds later, so jobs (and PROCESS-mode processes) don't pile up.
             ctx = get_job_context()
-            asyncio.get_running_loop().call_later(0.2, ctx.shutdown, "load test join done")
+            asyncio.get_running_loop().call_later(float(end_after), ctx.shutdown, "load test join done")
     return fake_session(result)

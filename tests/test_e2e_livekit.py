@@ -19,10 +19,10 @@ import pytest
 from livekit import api, rtc
 
 from agent.targeting import room_name_for
+from devtools.fake_models import prompt_tag
 from devtools.processes import LiveKitServer, LocalConvex, ServiceStartError, start_livekit
 from services.file_store import local_backend_id
 from tests.conftest import REPO, unavailable
-from devtools.fake_models import prompt_tag
 
 pytestmark = pytest.mark.e2e
 AGENT_NAME = "e2e-voice-agent"

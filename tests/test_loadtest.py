@@ -92,3 +92,24 @@ def test_every_strategy_runs_through_the_real_command(tmp_path: Path) -> None:
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in STRATEGIES:
         assert name in result.stdout  # the table
+
+
+def test_livekit_mode_dispatches_the_worker_strategies_through_a_real_server(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.loadtest", "--agents", "3", "--joins", "4", "--concurrency", "2",
+         "--latency-ms", "5", "--mode", "livekit", "--strategy", "seed", "--strategy", "tiered", "--json", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    strategies = json.loads(out.read_text())["strategies"]
+    assert strategies["tiered"]["livekit_errors"] == 0
+    assert strategies["tiered"]["livekit_dispatch_p50_ms"] is not None
+    assert strategies["seed"]["livekit_dispatch_p50_ms"] is None  # not a worker strategy
+    assert "dispatch -> agent participant present" in result.stdout

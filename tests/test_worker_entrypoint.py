@@ -20,12 +20,12 @@ from agent.models import SessionPlan
 from agent.settings import WorkerSettings
 from agent.targeting import room_name_for
 from agent.worker import accept_or_reject, run_job
+from devtools.fake_models import fake_session, prompt_tag
 from devtools.processes import LocalConvex
 from services import AgentConfigService
 from services.file_store import local_backend_id
 from services.models import PromptResult
 from tests.conftest import demo_agents
-from devtools.fake_models import fake_session, prompt_tag
 from tests.helpers import convex_service
 
 PRIYA, MARCO = local_backend_id(0), local_backend_id(1)

@@ -24,10 +24,10 @@ import httpx
 
 from agent.loadtest.checker import VersionHistory, count_wrong
 from agent.loadtest.report import Progress, percentile, plot, table, write_json
-from agent.loadtest.strategies import STRATEGIES, Outcome, Target, run_strategy
+from agent.loadtest.strategies import STRATEGIES, WORKER_STRATEGIES, Outcome, Target, run_strategy
 from agent.loadtest.workload import Workload, edit_picker, join_plan, pick_agent, seed_agents
 from devtools.fake_models import prompt_tag
-from devtools.processes import LocalConvex, RedisServer, start_local_convex, start_redis
+from devtools.processes import LocalConvex, RedisServer, start_livekit, start_local_convex, start_redis
 from prompts import build_full_prompt
 from services.file_store import local_backend_id
 
@@ -44,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
     parser.add_argument("--refresh-seconds", type=float, default=2.0, help="PROMPT_REFRESH_SECONDS for tiered")
     parser.add_argument("--legacy-fraction", type=float, default=0.0, help="share of agents without fullPrompt")
     parser.add_argument("--strategy", action="append", choices=STRATEGIES, help="run only these (repeatable)")
+    parser.add_argument(
+        "--mode",
+        choices=("simulate", "livekit"),
+        default="simulate",
+        help="livekit: also dispatch each join of the worker strategies through a real livekit-server --dev",
+    )
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     parser.add_argument("--plot", type=Path, help="write the latency distribution of every strategy as PNG")
     args = parser.parse_args(argv)
@@ -148,10 +154,15 @@ def summarize(workload: Workload, outcome: Outcome, stats: dict[str, Any], edito
         "wrong_prompts": count_wrong(outcome.served, editor.history, bound),
         "cache_bytes": outcome.cache_bytes,
         "edits": editor.edits,
+        "livekit_dispatch_p50_ms": percentile(outcome.livekit_ms, 0.50) if outcome.livekit_ms else None,
+        "livekit_dispatch_p95_ms": percentile(outcome.livekit_ms, 0.95) if outcome.livekit_ms else None,
+        "livekit_errors": outcome.livekit_errors,
     }
 
 
-async def run(workload: Workload, strategies: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
+async def run(
+    workload: Workload, strategies: list[str], mode: str = "simulate"
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
     docs = seed_agents(workload)
     results: dict[str, dict[str, Any]] = {}
     latencies: dict[str, list[float]] = {}
@@ -160,6 +171,7 @@ async def run(workload: Workload, strategies: list[str]) -> tuple[dict[str, dict
         seed_file.write_text(json.dumps({"agents": docs}))
         convex = start_local_convex(seed=seed_file, latency_ms=workload.latency_ms)
         redis = start_redis() if "tiered-process-redis" in strategies else None
+        livekit = start_livekit() if mode == "livekit" else None
         try:
             for name in strategies:
                 convex.reset(data=True)
@@ -176,6 +188,7 @@ async def run(workload: Workload, strategies: list[str]) -> tuple[dict[str, dict
                     concurrency=workload.concurrency,
                     refresh_seconds=workload.refresh_seconds,
                     progress=progress.advance,
+                    livekit=livekit if name in WORKER_STRATEGIES else None,
                 )
                 try:
                     outcome = await run_strategy(name, target)
@@ -190,14 +203,23 @@ async def run(workload: Workload, strategies: list[str]) -> tuple[dict[str, dict
             convex.stop()
             if redis is not None:
                 redis.stop()
+            if livekit is not None:
+                livekit.stop()
     return results, latencies
 
 
 def main(argv: list[str] | None = None) -> int:
     workload, args = parse_args(argv)
     strategies = args.strategy or list(STRATEGIES)
-    results, latencies = asyncio.run(run(workload, strategies))
+    results, latencies = asyncio.run(run(workload, strategies, args.mode))
     print(table(results))
+    if args.mode == "livekit":
+        print("\nreal livekit-server: dispatch -> agent participant present (ms)")
+        for name, figures in results.items():
+            if figures["livekit_dispatch_p50_ms"] is not None or figures["livekit_errors"]:
+                p50, p95 = figures["livekit_dispatch_p50_ms"], figures["livekit_dispatch_p95_ms"]
+                print(f"  {name:22} p50 {p50 or float('nan'):9.1f}  p95 {p95 or float('nan'):9.1f}  "
+                      f"errors {figures['livekit_errors']}")  # fmt: skip
     if args.json:
         write_json(args.json, workload.as_json(), results)
     if args.plot:

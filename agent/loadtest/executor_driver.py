@@ -7,7 +7,7 @@ keeps warm idle processes) and ``simulate_job``s one job per room, at most
 ``--concurrency`` at once. Settings come from the environment as for the worker, with
 ``AGENT_MODEL_FACTORY=devtools.fake_models:recording_session`` and ``PROBE_EVENTS``:
 each job appends what it resolved there, which is how a join's end is seen across
-processes; ``PROBE_END_JOB=1`` ends each job once its session is built. A separate
+processes; ``PROBE_END_JOB=SECONDS`` ends each job that long after its session is built. A separate
 process per run gives each run its own forkserver, which inherits the environment.
 """
 

@@ -18,9 +18,14 @@ from agent.loadtest.baselines import NoCacheService, Resolved, SeedAgentConfigSe
 from agent.loadtest.checker import Served
 from agent.targeting import room_name_for
 from devtools.fake_models import prompt_tag
-from devtools.processes import REPO, LocalConvex
+from devtools.processes import REPO, LiveKitServer, LocalConvex
 
 STRATEGIES = ("no-cache", "seed", "tiered", "tiered-process", "tiered-process-redis")
+
+
+WORKER_STRATEGIES = ("tiered", "tiered-process", "tiered-process-redis")
+LIVEKIT_AGENT_NAME = "loadtest-agent"
+LIVEKIT_JOIN_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
@@ -33,6 +38,8 @@ class Outcome:
     stale: int = 0
     errors: int = 0
     cache_bytes: int = 0
+    livekit_ms: list[float] = field(default_factory=list)
+    livekit_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Target:
     concurrency: int
     refresh_seconds: float
     progress: Callable[[int], None]
+    livekit: LiveKitServer | None = None
 
 
 async def _in_process(target: Target, resolve: Callable[[str], Awaitable[Resolved]]) -> Outcome:
@@ -93,6 +101,27 @@ async def run_seed(target: Target) -> Outcome:
         await service.aclose()
 
 
+def _worker_env(target: Target, executor: str, use_redis: bool, events: Path) -> dict[str, str]:
+    keep = ("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT", "PROBE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(keep)}
+    env |= {
+        "LIVEKIT_URL": target.livekit.url if target.livekit else "ws://127.0.0.1:9",  # :9 is never dialled
+        "LIVEKIT_API_KEY": target.livekit.api_key if target.livekit else "devkey",
+        "LIVEKIT_API_SECRET": target.livekit.api_secret if target.livekit else "secret",
+        "AGENT_EXECUTOR": executor,
+        "AGENT_MODEL_FACTORY": "devtools.fake_models:recording_session",
+        "PROBE_EVENTS": str(events),
+        "PROBE_END_JOB": "0.2",
+        "CONVEX_URL": target.convex.url,
+        "CONVEX_DEPLOY_KEY": target.convex.deploy_key,
+        "PROMPT_REFRESH_SECONDS": str(target.refresh_seconds),
+        "LOG_FORMAT": "json",
+    }
+    if use_redis and target.redis_url:
+        env["PROMPT_CACHE_REDIS_URL"] = target.redis_url
+    return env
+
+
 def _count_lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
@@ -104,23 +133,8 @@ async def run_through_executor(target: Target, executor: str, use_redis: bool) -
         rooms = [room_name_for(target.agent_ids[index], f"j{n}") for n, index in enumerate(target.plan)]
         (folder / "rooms.json").write_text(json.dumps(rooms))
         events = folder / "events.jsonl"
-        keep = ("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT", "PROBE_")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(keep)}
-        env |= {
-            "LIVEKIT_URL": "ws://127.0.0.1:9",  # unregistered: never dialled
-            "LIVEKIT_API_KEY": "devkey",
-            "LIVEKIT_API_SECRET": "secret",
-            "AGENT_EXECUTOR": executor,
-            "AGENT_MODEL_FACTORY": "devtools.fake_models:recording_session",
-            "PROBE_EVENTS": str(events),
-            "PROBE_END_JOB": "1",
-            "CONVEX_URL": target.convex.url,
-            "CONVEX_DEPLOY_KEY": target.convex.deploy_key,
-            "PROMPT_REFRESH_SECONDS": str(target.refresh_seconds),
-            "LOG_FORMAT": "json",
-        }
-        if use_redis and target.redis_url:
-            env["PROMPT_CACHE_REDIS_URL"] = target.redis_url
+        env = _worker_env(target, executor, use_redis, events)
+        env["LIVEKIT_URL"] = "ws://127.0.0.1:9"  # unregistered: never dialled
         args = [sys.executable, "-m", "agent.loadtest.executor_driver", "--rooms", str(folder / "rooms.json"),
                 "--concurrency", str(target.concurrency), "--out", str(folder / "out.json")]  # fmt: skip
         log = (folder / "driver.log").open("w")
@@ -155,15 +169,80 @@ async def run_through_executor(target: Target, executor: str, use_redis: bool) -
     return outcome
 
 
+async def livekit_phase(target: Target, executor: str, use_redis: bool, outcome: Outcome) -> None:
+    """The worker by its real command against a real livekit-server: dispatch each join
+    into its own room and time dispatch -> agent participant present."""
+    from livekit import api
+
+    assert target.livekit is not None
+    livekit = target.livekit
+    with tempfile.TemporaryDirectory(prefix="loadtest-lk-") as tmp:
+        env = _worker_env(target, executor, use_redis, Path(tmp) / "events.jsonl")
+        env["AGENT_NAME"] = LIVEKIT_AGENT_NAME
+        env["PROBE_END_JOB"] = "3"  # long enough for the agent to be seen in its room
+        log_path = Path(tmp) / "worker.log"
+        log = log_path.open("w")
+        # --simulation turns off livekit-agents' load shedding: with every service and the
+        # load generator on one small machine the worker would report itself full above
+        # 70% CPU and the server would drop dispatches, which measures the box, not the cache.
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "start", "--simulation", cwd=REPO, env=env, stdout=log, stderr=log
+        )
+        try:
+            for _ in range(600):  # until the worker has registered with the server
+                await asyncio.sleep(0.1)
+                if "registered worker" in await asyncio.to_thread(log_path.read_text):
+                    break
+            else:
+                raise RuntimeError("worker never registered:\n" + log_path.read_text()[-3000:])
+            http_url = livekit.url.replace("ws://", "http://")
+            async with api.LiveKitAPI(http_url, livekit.api_key, livekit.api_secret) as lk:
+                slots = asyncio.Semaphore(target.concurrency)
+
+                async def join(n: int, index: int) -> None:
+                    room = room_name_for(target.agent_ids[index], f"lk{n}")
+                    async with slots:
+                        started = time.perf_counter()
+                        try:
+                            request = api.CreateAgentDispatchRequest(agent_name=LIVEKIT_AGENT_NAME, room=room)
+                            await lk.agent_dispatch.create_dispatch(request)
+                            async with asyncio.timeout(LIVEKIT_JOIN_TIMEOUT_SECONDS):
+                                while True:
+                                    listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+                                    if any(p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants):
+                                        break
+                                    await asyncio.sleep(0.02)
+                            outcome.livekit_ms.append((time.perf_counter() - started) * 1000)
+                        except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+                            outcome.livekit_errors += 1
+                            print(f"\nlivekit join {room} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+                await asyncio.gather(*(join(n, index) for n, index in enumerate(target.plan)))
+            if outcome.livekit_errors:
+                print(f"\nworker log (tail):\n{log_path.read_text()[-4000:]}", file=sys.stderr)
+        finally:
+            worker.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.wait(), 30)
+            if worker.returncode is None:
+                worker.kill()
+            log.close()
+
+
 async def run_strategy(name: str, target: Target) -> Outcome:
     if name == "no-cache":
         return await run_no_cache(target)
     if name == "seed":
         return await run_seed(target)
-    if name == "tiered":
-        return await run_through_executor(target, "thread", use_redis=False)
-    if name == "tiered-process":
-        return await run_through_executor(target, "process", use_redis=False)
-    if name == "tiered-process-redis":
-        return await run_through_executor(target, "process", use_redis=True)
+    executors = {
+        "tiered": ("thread", False),
+        "tiered-process": ("process", False),
+        "tiered-process-redis": ("process", True),
+    }
+    if name in executors:
+        executor, use_redis = executors[name]
+        outcome = await run_through_executor(target, executor, use_redis)
+        if target.livekit is not None:
+            await livekit_phase(target, executor, use_redis, outcome)
+        return outcome
     raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
