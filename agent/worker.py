@@ -23,6 +23,7 @@ from agent.settings import WorkerSettings
 from agent.targeting import JobTarget, JobTargetError, resolve_target
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
 from services.logging import prompt_fingerprint
+from services.models import format_version
 
 log = structlog.get_logger("agent.worker")
 
@@ -165,15 +166,31 @@ async def _start_session(
         raise
     await connect_task
     plan = load_session_factory(settings.model_factory)(result)
-    first_reply_logged = False
+    timings_logged = False
+
+    def log_timings(first_reply_ms: float | None) -> None:
+        # One event per job with all three times; at the first reply, or at shutdown if none came.
+        nonlocal timings_logged
+        if not timings_logged:
+            timings_logged = True
+            log.info(
+                "job_timings",
+                room=ctx.job.room.name,
+                agentId=target.agent_id,
+                promptResolvedMs=timings.get("promptResolvedMs"),
+                sessionStartedMs=timings.get("sessionStartedMs"),
+                firstReplyMs=first_reply_ms,
+            )
 
     def on_item(event: ConversationItemAddedEvent) -> None:
-        nonlocal first_reply_logged
-        if not first_reply_logged and getattr(event.item, "role", None) == "assistant":
-            first_reply_logged = True
-            log.info("first_agent_reply", room=ctx.job.room.name, agentId=target.agent_id, sinceJobStartMs=_ms(started))
+        if getattr(event.item, "role", None) == "assistant":
+            log_timings(_ms(started))
+
+    async def on_shutdown() -> None:
+        log_timings(None)
 
     plan.session.on("conversation_item_added", on_item)
+    ctx.add_shutdown_callback(on_shutdown)
     await plan.session.start(
         agent=Agent(instructions=result.prompt), room=ctx.room, room_options=plan.room_options, record=False
     )
@@ -182,9 +199,7 @@ async def _start_session(
         {
             "agentId": target.agent_id,
             "promptSource": result.source,
-            "promptUpdatedAt": repr(result.updated_at)
-            if not result.updated_at.is_integer()
-            else str(int(result.updated_at)),
+            "promptUpdatedAt": format_version(result.updated_at),
             "promptStale": "true" if result.stale else "false",
         }
     )

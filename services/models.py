@@ -99,7 +99,11 @@ def parse_agent(doc: object, expected_id: str) -> AgentRecord:
     )
 
 
+def format_version(updated_at: float) -> str:
+    """``updatedAt`` as text: whole milliseconds without a trailing ``.0``."""
+    return str(int(updated_at)) if updated_at.is_integer() else repr(updated_at)
+
+
 def cache_key(agent_id: str, updated_at: float) -> str:
     """``agentId:updatedAt`` as the seed wrote it (``j57...:1736842529000``)."""
-    version = str(int(updated_at)) if updated_at.is_integer() else repr(updated_at)
-    return f"{agent_id}:{version}"
+    return f"{agent_id}:{format_version(updated_at)}"

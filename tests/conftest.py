@@ -30,6 +30,13 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def project_free_env() -> dict[str, str]:
+    """This environment without any of the project's own settings, for child processes
+    whose settings a test spells out."""
+    prefixes = ("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT", "OPENAI_", "PROBE_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
 def demo_agents() -> list[dict[str, Any]]:
     return list(json.loads(DEMO_SEED.read_text(encoding="utf-8"))["agents"])
 

@@ -22,7 +22,7 @@ from agent.targeting import room_name_for
 from devtools.fake_models import prompt_tag
 from devtools.processes import LiveKitServer, LocalConvex, ServiceStartError, start_livekit
 from services.file_store import local_backend_id
-from tests.conftest import REPO, unavailable
+from tests.conftest import REPO, project_free_env, unavailable
 
 pytestmark = pytest.mark.e2e
 AGENT_NAME = "e2e-voice-agent"
@@ -49,7 +49,7 @@ class Worker:
 
 @pytest.fixture
 def worker(livekit: LiveKitServer, convex: LocalConvex) -> Iterator[Worker]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT"))}
+    clean = project_free_env()
     env = {
         **clean,
         "LIVEKIT_URL": livekit.url,
@@ -177,3 +177,23 @@ async def test_a_dispatched_call_runs_with_the_agents_current_prompt_and_sees_ed
     log = "\n".join(worker.lines)
     assert before["fullPrompt"][:60] not in log  # prompts never reach the logs
     assert '"event": "job_started"' in log
+    timings = [json.loads(line) for line in worker.lines if '"event": "job_timings"' in line]
+    assert timings, "no job_timings event"
+    assert all(t["promptResolvedMs"] <= t["sessionStartedMs"] for t in timings)
+    assert any(isinstance(t["firstReplyMs"], (int, float)) for t in timings)
+
+
+async def test_a_job_that_fails_does_not_take_the_worker_down(
+    livekit: LiveKitServer, convex: LocalConvex, worker: Worker
+) -> None:
+    unknown = "00000000000000000000099999agents"
+    async with api.LiveKitAPI(livekit.url.replace("ws://", "http://"), livekit.api_key, livekit.api_secret) as lk:
+        request = api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room_name_for(unknown, "bad"))
+        await lk.agent_dispatch.create_dispatch(request)
+    async with asyncio.timeout(30):
+        while not any('"reason": "unknown_agent"' in line for line in worker.lines):
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(1)
+    assert worker.process.poll() is None, "\n".join(worker.lines[-30:])
+    async with call(livekit, room_name_for(PRIYA, "after-failure")) as later:
+        assert later.agent.attributes["agentId"] == PRIYA

@@ -4,7 +4,6 @@ strategy through the real command (its figures are not asserted, its shape is)."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +13,7 @@ from agent.loadtest.checker import Served, VersionHistory, count_wrong, is_wrong
 from agent.loadtest.strategies import STRATEGIES
 from agent.loadtest.workload import Workload, join_plan, seed_agents, zipf_weights
 from prompts import build_full_prompt
-from tests.conftest import REPO
+from tests.conftest import REPO, project_free_env
 
 
 def test_join_plan_is_seeded_and_skewed_by_zipf() -> None:
@@ -63,20 +62,24 @@ def test_checker_flags_old_versions_past_the_bound_and_mismatched_text() -> None
     assert count_wrong(joins, history(), bound_seconds=2) == 1
 
 
-def test_every_strategy_runs_through_the_real_command(tmp_path: Path) -> None:
-    out, chart = tmp_path / "out.json", tmp_path / "latency.png"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT"))}
+def run_loadtest(*args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "agent.loadtest", "--agents", "4", "--joins", "12", "--concurrency", "2",
-         "--edits-per-minute", "60", "--latency-ms", "5", "--json", str(out), "--plot", str(chart)],
+        [sys.executable, "-m", "agent.loadtest", *args],
         cwd=REPO,
-        env=env,
+        env=project_free_env(),
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_every_strategy_runs_through_the_real_command(tmp_path: Path) -> None:
+    out, chart = tmp_path / "out.json", tmp_path / "latency.png"
+    result = run_loadtest("--agents", "4", "--joins", "12", "--concurrency", "2", "--edits-per-minute", "60",
+                          "--latency-ms", "5", "--json", str(out), "--plot", str(chart))  # fmt: skip
     report = json.loads(out.read_text())
     assert report["workload"]["joins"] == 12 and report["workload"]["agents"] == 4
     assert list(report["strategies"]) == list(STRATEGIES)
@@ -96,18 +99,9 @@ def test_every_strategy_runs_through_the_real_command(tmp_path: Path) -> None:
 
 def test_livekit_mode_dispatches_the_worker_strategies_through_a_real_server(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT"))}
-    result = subprocess.run(
-        [sys.executable, "-m", "agent.loadtest", "--agents", "3", "--joins", "4", "--concurrency", "2",
-         "--latency-ms", "5", "--mode", "livekit", "--strategy", "seed", "--strategy", "tiered", "--json", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_loadtest("--agents", "3", "--joins", "4", "--concurrency", "2", "--latency-ms", "5",
+                          "--mode", "livekit", "--strategy", "seed", "--strategy", "tiered",
+                          "--json", str(out))  # fmt: skip
     strategies = json.loads(out.read_text())["strategies"]
     assert strategies["tiered"]["livekit_errors"] == 0
     assert strategies["tiered"]["livekit_dispatch_p50_ms"] is not None

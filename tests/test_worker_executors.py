@@ -5,7 +5,6 @@ saves the read."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 from devtools.processes import LocalConvex
 from services.file_store import local_backend_id
-from tests.conftest import REPO
+from tests.conftest import REPO, project_free_env
 
 PRIYA_ROOM = f"agent-{local_backend_id(0)}"
 
@@ -21,7 +20,7 @@ PRIYA_ROOM = f"agent-{local_backend_id(0)}"
 def drive(convex: LocalConvex, tmp_path: Path, rooms: list[str], **env: str) -> list[dict[str, Any]]:
     """Run the rooms one after another through the executor driver; return what each job resolved."""
     (tmp_path / "rooms.json").write_text(json.dumps(rooms))
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT"))}
+    clean = project_free_env()
     result = subprocess.run(
         [sys.executable, "-m", "agent.loadtest.executor_driver", "--rooms", str(tmp_path / "rooms.json"),
          "--concurrency", "1", "--out", str(tmp_path / "out.json")],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -10,13 +9,13 @@ import pytest
 
 from agent.settings import WorkerSettings
 from services import SettingsError
-from tests.conftest import REPO
+from tests.conftest import REPO, project_free_env
 
 BASE = {"LIVEKIT_URL": "ws://127.0.0.1:7880", "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret"}
 
 
 def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "CONVEX_", "OPENAI_", "AGENT"))}
+    clean = project_free_env()
     return subprocess.run(
         [sys.executable, "-m", "agent", "start"],
         cwd=REPO,

@@ -221,11 +221,14 @@ async def livekit_phase(target: Target, executor: str, use_redis: bool, outcome:
             if outcome.livekit_errors:
                 print(f"\nworker log (tail):\n{log_path.read_text()[-4000:]}", file=sys.stderr)
         finally:
-            worker.terminate()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.wait(), 30)
-            if worker.returncode is None:
-                worker.kill()
+            if worker.returncode is not None:
+                print(f"\nthe worker exited (status {worker.returncode}) during the livekit phase", file=sys.stderr)
+            else:
+                worker.terminate()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker.wait(), 30)
+                if worker.returncode is None:
+                    worker.kill()
             log.close()
 
 
