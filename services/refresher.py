@@ -54,7 +54,13 @@ class VersionRefresher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="version-refresher")
 
     async def _run(self) -> None:
+        if self._redis is not None:
+            # The watch starts now; vouching for it at once lets PROCESS-mode jobs trust
+            # versions recorded from here on without waiting for the first poll.
+            await self._redis.heartbeat(self._started_at)
         while True:
+            # Sleep first: the cursor starts at "now", so an immediate poll has nothing to find.
+            await asyncio.sleep(self._interval)
             try:
                 await self.poll_once()
             except StoreError as exc:
@@ -63,7 +69,6 @@ class VersionRefresher:
             except Exception:
                 metrics.REFRESH_POLLS.labels(result="error").inc()
                 log.exception("version_refresh_crashed")
-            await asyncio.sleep(self._interval)
 
     async def poll_once(self) -> list[AgentVersion]:
         """One poll; raises ``StoreError`` and leaves the cursor where it was on failure."""
