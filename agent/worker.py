@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from typing import Any
 
@@ -26,6 +27,24 @@ from services.logging import prompt_fingerprint
 from services.models import format_version
 
 log = structlog.get_logger("agent.worker")
+
+
+# THREAD executor: livekit's rtc core (livekit 1.1.21) can lose the connect callback
+# when two job threads connect rooms at once; it then panics and SIGTERMs the whole
+# worker. Connecting one room at a time per process avoids the overlap; a connect takes
+# ~0.1-0.3 s and runs while the prompt resolves.
+_CONNECT_LOCK = threading.Lock()
+
+
+async def _connect(ctx: JobContext) -> None:
+    if ctx.proc.executor_type != JobExecutorType.THREAD:
+        await ctx.connect()
+        return
+    await asyncio.to_thread(_CONNECT_LOCK.acquire)
+    try:
+        await ctx.connect()
+    finally:
+        _CONNECT_LOCK.release()
 
 
 def _ms(since: float) -> float:
@@ -156,7 +175,7 @@ async def _start_session(
 
     # The prompt resolves while the room connects.
     prompt_task = asyncio.create_task(resolve())
-    connect_task = asyncio.create_task(ctx.connect())
+    connect_task = asyncio.create_task(_connect(ctx))
     try:
         result = await prompt_task
     except BaseException:
