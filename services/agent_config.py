@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,6 @@ class AgentConfigService:
         self._inflight: dict[tuple[str, float | None], asyncio.Task[PromptResult]] = {}
         self._writebacks: dict[tuple[str, float], asyncio.Task[None]] = {}
         self._writebacks_done: LruDict[tuple[str, float], bool] = LruDict(10_000)
-        self._background: set[asyncio.Task[None]] = set()
         self._loop.start()
         self._loop.submit(self._start_on_loop(store_factory, run_refresher)).result()
 
@@ -433,15 +432,10 @@ class AgentConfigService:
         await self._redis.put_prompt(agent.agent_id, agent.updated_at, prompt, agent)
         await self._redis.record_versions([AgentVersion(agent.agent_id, agent.updated_at)])
 
-    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def _close_on_loop(self) -> None:
         if self._refresher is not None:
             await self._refresher.aclose()
-        pending = [*self._writebacks.values(), *self._background]
+        pending = list(self._writebacks.values())
         if pending:
             _, not_done = await asyncio.wait(pending, timeout=WRITEBACK_FLUSH_SECONDS)
             if not_done:
