@@ -60,8 +60,7 @@ class WorkerSettings(BaseSettings):
         try:
             settings = cls()  # type: ignore[call-arg]  # values come from the environment
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-            raise SettingsError(f"invalid worker settings: {problems}") from None
+            raise SettingsError.from_validation("worker", exc) from None
         if settings.model_factory == DEFAULT_MODEL_FACTORY and settings.openai_api_key is None:
             raise SettingsError("invalid worker settings: OPENAI_API_KEY is required by the OpenAI model factory")
         return settings

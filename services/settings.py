@@ -13,6 +13,14 @@ DEMO_AGENTS_FILE = Path(__file__).resolve().parent.parent / "convex" / "seed" / 
 class SettingsError(ValueError):
     """The environment does not describe a usable configuration; the message says why."""
 
+    @classmethod
+    def from_validation(cls, what: str, exc: ValidationError) -> SettingsError:
+        """pydantic's report as one readable line naming each variable."""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        return cls(f"invalid {what} settings: {problems}")
+
 
 class ServiceSettings(BaseSettings):
     """Every variable ``AgentConfigService.from_env()`` reads (see ``.env.example``)."""
@@ -56,7 +64,4 @@ class ServiceSettings(BaseSettings):
         try:
             return cls()
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-            )
-            raise SettingsError(f"invalid service settings: {problems}") from None
+            raise SettingsError.from_validation("service", exc) from None
