@@ -142,6 +142,26 @@ class RedisServer:
     url: str
     managed: ManagedProcess
 
+    def flush(self) -> None:
+        """Empty every database, so a test or a run starts from nothing shared."""
+        import redis as redis_sync
+
+        client = redis_sync.Redis.from_url(self.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+    def dataset_bytes(self) -> int:
+        """Memory the stored keys and values take (``used_memory_dataset``)."""
+        import redis as redis_sync
+
+        client = redis_sync.Redis.from_url(self.url)
+        try:
+            return int(client.info("memory").get("used_memory_dataset", 0))
+        finally:
+            client.close()
+
     def stop(self) -> None:
         self.managed.stop()
 

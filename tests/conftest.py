@@ -72,9 +72,5 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    import redis as redis_sync
-
-    client = redis_sync.Redis.from_url(redis_server.url)
-    client.flushall()
-    client.close()
+    redis_server.flush()
     return redis_server.url

@@ -27,7 +27,7 @@ from agent.loadtest.report import Progress, percentile, plot, table, write_json
 from agent.loadtest.strategies import STRATEGIES, WORKER_STRATEGIES, Outcome, Target, run_strategy
 from agent.loadtest.workload import Workload, edit_picker, join_plan, pick_agent, seed_agents
 from devtools.fake_models import prompt_tag
-from devtools.processes import LocalConvex, RedisServer, start_livekit, start_local_convex, start_redis
+from devtools.processes import LocalConvex, start_livekit, start_local_convex, start_redis
 from prompts import build_full_prompt
 from services.file_store import local_backend_id
 
@@ -110,27 +110,6 @@ class Editor:
                 self.history.add(agent_id, time.time(), self._docs[index]["updatedAt"], tag)
 
 
-def redis_bytes(redis: RedisServer | None) -> int:
-    if redis is None:
-        return 0
-    import redis as redis_sync
-
-    client = redis_sync.Redis.from_url(redis.url)
-    try:
-        return int(client.info("memory").get("used_memory_dataset", 0))
-    finally:
-        client.close()
-
-
-def flush(redis: RedisServer | None) -> None:
-    if redis is not None:
-        import redis as redis_sync
-
-        client = redis_sync.Redis.from_url(redis.url)
-        client.flushall()
-        client.close()
-
-
 def summarize(workload: Workload, outcome: Outcome, stats: dict[str, Any], editor: Editor) -> dict[str, Any]:
     joins = len(outcome.served) + outcome.errors
     by_path = stats["byPath"]
@@ -175,7 +154,8 @@ async def run(
         try:
             for name in strategies:
                 convex.reset(data=True)
-                flush(redis)
+                if redis is not None:
+                    redis.flush()
                 editor = Editor(convex, workload, docs)
                 stop = asyncio.Event()
                 edits = asyncio.create_task(editor.run(stop))
@@ -196,7 +176,8 @@ async def run(
                     stop.set()
                     await edits
                 if name == "tiered-process-redis":
-                    outcome.cache_bytes = redis_bytes(redis)
+                    assert redis is not None
+                    outcome.cache_bytes = redis.dataset_bytes()
                 results[name] = summarize(workload, outcome, convex.stats(), editor)
                 latencies[name] = outcome.latencies_ms
         finally:
