@@ -22,6 +22,7 @@ from functools import partial
 from typing import Protocol
 
 from agent.loadtest.baselines import SeedAgentConfigService
+from agent.loadtest.report import percentile
 from devtools.processes import LocalConvex, start_local_convex
 from services import AgentConfigService, ServiceSettings
 from services.agent_config import default_store_factory
@@ -31,12 +32,7 @@ from tests.conftest import DEMO_SEED
 
 
 def percentiles(samples: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return at(0.50), at(0.99), ordered[-1]
+    return percentile(samples, 0.50), percentile(samples, 0.99), max(samples)
 
 
 def service_for(convex: LocalConvex) -> AgentConfigService:
