@@ -21,14 +21,13 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Protocol
 
-from agent.loadtest.baselines import SeedAgentConfigService
-from agent.loadtest.report import percentile
-from devtools.processes import LocalConvex, start_local_convex
+from bench.loadtest.baselines import SeedAgentConfigService
+from bench.loadtest.report import percentile
+from devtools.processes import DEMO_SEED, LocalConvex, start_local_convex
 from services import AgentConfigService, ServiceSettings
 from services.agent_config import default_store_factory
 from services.file_store import local_backend_id
 from services.logging import configure_logging
-from tests.conftest import DEMO_SEED
 
 
 def percentiles(samples: list[float]) -> tuple[float, float, float]:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+DEMO_SEED = REPO / "convex" / "seed" / "demo-agents.json"
 LIVEKIT_SERVER = REPO / ".tools" / "bin" / "server"
 DEFAULT_LOCAL_DEPLOY_KEY = "local-dev-deploy-key"  # mirrors convex/local/main.ts
 LIVEKIT_DEV_KEY = "devkey"
