@@ -50,3 +50,6 @@ def configure_logging(*, json_logs: bool | None = None, level: int | str = loggi
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # Python warnings become records of the same stream
+    # asyncio's DEBUG records ("Using selector: EpollSelector") are noise at any level.
+    logging.getLogger("asyncio").setLevel(max(logging.INFO, root.level))
