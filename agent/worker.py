@@ -18,6 +18,7 @@ import structlog
 from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
+from agent.llm_cache import CachedTokens
 from agent.models import load_session_factory
 from agent.service_holder import close_service, get_service
 from agent.settings import WorkerSettings
@@ -185,6 +186,7 @@ async def _start_session(
         raise
     await connect_task
     plan = load_session_factory(settings.model_factory)(result)
+    cached = CachedTokens().watch(plan.session)  # the provider's prompt cache, per job
     timings_logged = False
 
     def log_timings(first_reply_ms: float | None) -> None:
@@ -199,6 +201,7 @@ async def _start_session(
                 promptResolvedMs=timings.get("promptResolvedMs"),
                 sessionStartedMs=timings.get("sessionStartedMs"),
                 firstReplyMs=first_reply_ms,
+                promptCachedTokens=cached.cached_tokens,
             )
 
     def on_item(event: ConversationItemAddedEvent) -> None:

@@ -25,3 +25,7 @@ STORE_ERRORS = Counter("agent_store_errors", "Failed calls to the source of trut
 REDIS_ERRORS = Counter("agent_redis_tier_errors", "Failed calls to the Redis tier", ["operation"])
 WRITEBACKS = Counter("agent_prompt_writebacks", "Legacy prompt write-backs", ["result"])
 REFRESH_POLLS = Counter("agent_version_refresh_polls", "Version refresher polls", ["result"])
+LLM_PROMPT_TOKENS = Counter("agent_llm_prompt_tokens", "Prompt tokens sent to the model provider")
+LLM_CACHED_PROMPT_TOKENS = Counter(
+    "agent_llm_prompt_cached_tokens", "Prompt tokens the model provider read from its prompt cache"
+)
