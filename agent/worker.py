@@ -24,7 +24,7 @@ from agent.service_holder import close_service, get_service
 from agent.settings import WorkerSettings
 from agent.targeting import JobTarget, JobTargetError, resolve_target
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
-from services.logging import prompt_fingerprint
+from services.logging import forward_events_to_the_worker, prompt_fingerprint
 from services.models import format_version
 
 log = structlog.get_logger("agent.worker")
@@ -92,6 +92,8 @@ async def entrypoint(ctx: JobContext) -> None:
 def prewarm(proc: JobProcess) -> None:
     """Build the service before the job arrives. Never raises: a failing prewarm makes the
     worker respawn processes in a loop; the job itself reports what is wrong."""
+    if proc.executor_type == JobExecutorType.PROCESS:
+        forward_events_to_the_worker()  # one log stream: the worker renders this process's events
     try:
         get_service(run_refresher=proc.executor_type == JobExecutorType.THREAD)
     except Exception:

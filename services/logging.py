@@ -93,6 +93,13 @@ class _LevelNameTime(_IsoTimestamp):
         return event_dict
 
 
+def _drop_copied_message(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """A record forwarded from a job process carries its text twice (``message``)."""
+    if event_dict.get("message") == event_dict.get("event"):
+        event_dict.pop("message", None)
+    return event_dict
+
+
 def _format_exc_info(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     if "exc_info" not in event_dict:  # the common case, without a call into structlog
         return event_dict
@@ -207,7 +214,7 @@ def configure_logging(*, json_logs: bool | None = None, level: int | str = loggi
     handler = logging.StreamHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_copied_message],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],
         )
     )
@@ -230,5 +237,27 @@ def configure_logging(*, json_logs: bool | None = None, level: int | str = loggi
         processors=[structlog.contextvars.merge_contextvars, _LevelNameTime(), _render],
         logger_factory=_line_writer,
         wrapper_class=EventLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def forward_events_to_the_worker() -> None:
+    """For a job process (PROCESS executor): send the project's events as standard
+    records, whose ``extra=`` fields are the event's fields.
+
+    livekit-agents gives a job process one root handler that ships each record to the
+    worker's main process, where :func:`configure_logging`'s handler renders it; so the
+    job's ``prompt_resolved`` and ``job_timings`` come out of the worker in the same
+    stream and format as everything else. Call it in the job process before it logs.
+    """
+    logging.captureWarnings(True)  # the job process's warnings take the same way
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.render_to_log_kwargs,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
