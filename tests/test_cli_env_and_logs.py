@@ -140,3 +140,9 @@ def test_log_level_warning_quiets_livekit_and_the_project_alike(tmp_path: Path) 
     assert "starting worker" not in events  # livekit's INFO record
     assert "worker_configured" not in events  # the project's INFO event
     assert any(RETRY in event for event in events)
+
+
+def test_log_level_debug_leaves_out_asyncios_debug_noise(tmp_path: Path) -> None:
+    records = parsed(run_worker(tmp_path, {**unreachable(), "LOG_FORMAT": "json", "LOG_LEVEL": "debug"}))
+    assert configured(records)["logLevel"] == "DEBUG"
+    assert not [record for record in records if record["logger"] == "asyncio"]  # "Using selector: ..."
