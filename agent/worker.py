@@ -108,7 +108,7 @@ async def accept_or_reject(
         await request.reject()
         return
     service = service or get_service()
-    if target.updated_at is None and service.known_missing(target.agent_id):
+    if service.known_missing(target.agent_id):  # a hint does not vouch for an unknown agent
         log.warning("job_rejected", room=request.room.name, agentId=target.agent_id, reason="unknown agent")
         await request.reject()
         return
