@@ -52,6 +52,7 @@ class VersionRefresher:
         self._started_at = clock()
         self._cursor_ms = self._started_at * 1000.0
         self._task: asyncio.Task[None] | None = None
+        self._warned_ahead: frozenset[tuple[str, float]] = frozenset()
         self.polls_ok = 0
 
     def start(self) -> None:
@@ -128,9 +129,10 @@ class VersionRefresher:
         now_ms = started * 1000.0
         limit = now_ms + FUTURE_STAMP_BOUND_MS
         believable = [row.updated_at for row in rows if row.updated_at <= limit]
-        ahead = len(rows) - len(believable)
-        if ahead:
-            log.warning("change_feed_rows_from_the_future", count=ahead, boundMs=FUTURE_STAMP_BOUND_MS)
+        ahead = frozenset((row.agent_id, row.updated_at) for row in rows if row.updated_at > limit)
+        if ahead and ahead != self._warned_ahead:  # once per set, not on every poll that re-reads them
+            log.warning("change_feed_rows_from_the_future", count=len(ahead), boundMs=FUTURE_STAMP_BOUND_MS)
+        self._warned_ahead = ahead
         newest = max(believable, default=float("-inf"))
         # If the feed was cut short, rows between the last one read and now are unread:
         # stop at the last one; otherwise everything up to now has been seen.
