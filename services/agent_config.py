@@ -113,7 +113,7 @@ class AgentConfigService:
         self._store = store_factory()
         if settings.redis_url:
             self._redis = RedisTier(
-                settings.redis_url,
+                settings.redis_url.get_secret_value(),
                 prompt_ttl_seconds=max(settings.stale_if_error_seconds, settings.ttl_seconds),
                 trust_seconds=max(5 * settings.refresh_seconds, 10.0),
                 clock=self._clock,
@@ -174,6 +174,12 @@ class AgentConfigService:
             return True
         expiry = self._not_found.peek(agent_id)
         return expiry is not None and self._clock() < expiry and self._index.get(agent_id) is None
+
+    def cached_organization(self, agent_id: str) -> str | None:
+        """The organization of an agent this process holds in RAM, else ``None`` (no I/O)."""
+        version = self._held.get(agent_id)
+        entry = self._ram.peek(cache_key(agent_id, version)) if version is not None else None
+        return entry.agent.organization_id if isinstance(entry, CachedPrompt) else None
 
     def prefetch(self, agent_id: str, *, updated_at: float | None = None) -> None:
         """Start resolving in the background (e.g. while a job process starts); errors are
