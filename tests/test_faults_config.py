@@ -153,7 +153,8 @@ async def test_a_hung_redis_costs_a_join_at_most_the_redis_operation_timeout(
     url = f"redis://:{PASSWORD}@127.0.0.1:{hung_redis}/0"
     settings = settings_for(convex, PROMPT_CACHE_REDIS_URL=url)
     service = AgentConfigService(settings, store_factory=default_store_factory(settings), run_refresher=False)
-    op_timeout = RedisTier.__init__.__kwdefaults__["op_timeout_seconds"]
+    defaults = RedisTier.__init__.__kwdefaults__ or {}
+    op_timeout = float(defaults["op_timeout_seconds"])
     try:
         with capture_logs() as logs:
             started = time.monotonic()
