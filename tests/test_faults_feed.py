@@ -5,6 +5,9 @@ few agents at a time."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -12,7 +15,7 @@ from prometheus_client import REGISTRY
 from devtools.processes import LocalConvex
 from services.convex_client import ConvexHttpClient
 from services.convex_store import ConvexAgentStore
-from services.file_store import local_backend_id
+from services.file_store import FileAgentStore, local_backend_id
 from services.refresher import MAX_CONCURRENT_RELOADS, VersionRefresher
 from services.store import AgentVersion
 from services.version_index import VersionIndex
@@ -75,3 +78,22 @@ async def test_a_migration_is_reloaded_a_bounded_number_of_agents_at_a_time(conv
         await store.aclose()
     assert len(changed) == 300
     assert peak <= MAX_CONCURRENT_RELOADS
+
+
+async def test_every_page_of_a_long_feed_is_read_in_one_poll(tmp_path: Path) -> None:
+    # Pages overlap by the boundary row; counting pages by total rows stopped after two.
+    now_ms = time.time() * 1000
+    docs = [{"_id": f"{n:026d}agents", "updatedAt": now_ms - 5_000 + n * 0.5} for n in range(2_500)]
+    path = tmp_path / "agents.json"
+    path.write_text(json.dumps({"agents": docs}))
+    store = FileAgentStore(path)
+    refresher = VersionRefresher(store, VersionIndex(), interval_seconds=3600, on_new_version=_ignore)
+    try:
+        changed = await refresher.poll_once()
+    finally:
+        await store.aclose()
+    assert len(changed) == 2_500
+
+
+async def _ignore(row: AgentVersion, polled_at: float) -> None:
+    return None
