@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ import structlog
 from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
+from agent.connect_gate import ConnectGate
 from agent.models import load_session_factory
 from agent.service_holder import close_service, get_service
 from agent.settings import WorkerSettings
@@ -35,18 +35,16 @@ log = structlog.get_logger("agent.worker")
 # when two job threads connect rooms at once; it then panics and SIGTERMs the whole
 # worker. Connecting one room at a time per process avoids the overlap; a connect takes
 # ~0.1-0.3 s and runs while the prompt resolves.
-_CONNECT_LOCK = threading.Lock()
+# The wait is cancellable without leaking the gate (a job whose prompt fails cancels it).
+_CONNECT_GATE = ConnectGate()
 
 
 async def _connect(ctx: JobContext) -> None:
     if ctx.proc.executor_type != JobExecutorType.THREAD:
         await ctx.connect()
         return
-    await asyncio.to_thread(_CONNECT_LOCK.acquire)
-    try:
+    async with _CONNECT_GATE.hold():
         await ctx.connect()
-    finally:
-        _CONNECT_LOCK.release()
 
 
 def _ms(since: float) -> float:
