@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.tenancy import parse_organizations
 from services.settings import SettingsError
 
 DEFAULT_MODEL_FACTORY = "agent.models:openai_session"
@@ -41,6 +42,14 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _level_any_case(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    agent_organizations: str | None = Field(default=None, alias="AGENT_ORGANIZATIONS")
+    """Comma-separated organization ids whose agents this worker serves; unset: all (warned
+    at start). See ``agent/tenancy.py``."""
+
+    @property
+    def organizations(self) -> frozenset[str] | None:
+        return parse_organizations(self.agent_organizations)
 
     @field_validator("livekit_url")
     @classmethod

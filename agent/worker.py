@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from typing import Any
 
@@ -18,12 +17,15 @@ import structlog
 from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
+from agent.connect_gate import ConnectGate
 from agent.llm_cache import CachedTokens
 from agent.models import load_session_factory
 from agent.service_holder import close_service, get_service
 from agent.settings import WorkerSettings
 from agent.targeting import JobTarget, JobTargetError, resolve_target
+from agent.tenancy import OrganizationNotServedError, check_organization, warn_if_unrestricted
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
+from services.hints import clip
 from services.logging import forward_events_to_the_worker, prompt_fingerprint
 from services.models import format_version
 
@@ -34,18 +36,16 @@ log = structlog.get_logger("agent.worker")
 # when two job threads connect rooms at once; it then panics and SIGTERMs the whole
 # worker. Connecting one room at a time per process avoids the overlap; a connect takes
 # ~0.1-0.3 s and runs while the prompt resolves.
-_CONNECT_LOCK = threading.Lock()
+# The wait is cancellable without leaking the gate (a job whose prompt fails cancels it).
+_CONNECT_GATE = ConnectGate()
 
 
 async def _connect(ctx: JobContext) -> None:
     if ctx.proc.executor_type != JobExecutorType.THREAD:
         await ctx.connect()
         return
-    await asyncio.to_thread(_CONNECT_LOCK.acquire)
-    try:
+    async with _CONNECT_GATE.hold():
         await ctx.connect()
-    finally:
-        _CONNECT_LOCK.release()
 
 
 def _ms(since: float) -> float:
@@ -64,6 +64,7 @@ def build_server(settings: WorkerSettings) -> AgentServer:
     )
 
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
+    warn_if_unrestricted(settings.organizations)
 
     @server.on("worker_started")
     def _start_main_service() -> None:
@@ -107,12 +108,24 @@ async def accept_or_reject(
     try:
         target = resolve_target(request.room.name, request.job.metadata, settings.room_name_pattern)
     except JobTargetError as exc:
-        log.warning("job_rejected", room=request.room.name, jobId=request.job.id, reason=str(exc))
+        log.warning("job_rejected", room=clip(request.room.name), jobId=clip(request.job.id), reason=str(exc))
         await request.reject()
         return
     service = service or get_service()
-    if target.updated_at is None and service.known_missing(target.agent_id):
-        log.warning("job_rejected", room=request.room.name, agentId=target.agent_id, reason="unknown agent")
+    if service.known_missing(target.agent_id):  # a hint does not vouch for an unknown agent
+        log.warning("job_rejected", room=clip(request.room.name), agentId=target.agent_id, reason="unknown agent")
+        await request.reject()
+        return
+    # Known without I/O only if this process holds the agent; else the job checks it.
+    organization = service.cached_organization(target.agent_id)
+    if organization is not None and settings.organizations is not None and organization not in settings.organizations:
+        log.warning(
+            "job_rejected",
+            room=clip(request.room.name),
+            agentId=target.agent_id,
+            organizationId=clip(organization),
+            reason="organization not served",
+        )
         await request.reject()
         return
     # Start resolving now: it overlaps with the executor starting the job, and in
@@ -124,7 +137,7 @@ async def accept_or_reject(
 async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfigService | None = None) -> None:
     started = time.perf_counter()
     ctx.proc.userdata["job_started_at"] = time.time()  # wall clock, for probes and diagnostics
-    job_log = log.bind(room=ctx.job.room.name, jobId=ctx.job.id)
+    job_log = log.bind(room=clip(ctx.job.room.name), jobId=clip(ctx.job.id))
     process_mode = ctx.proc.executor_type == JobExecutorType.PROCESS
     if process_mode:
         ctx.add_shutdown_callback(close_service)  # flush this process's write-backs
@@ -142,6 +155,10 @@ async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfi
     except AgentNotFoundError as exc:
         job_log.warning("job_failed", reason="unknown_agent", error=str(exc))
         ctx.shutdown(reason="unknown agent")
+        return
+    except OrganizationNotServedError as exc:
+        job_log.warning("job_failed", reason="organization_not_served", organizationId=clip(exc.organization_id))
+        ctx.shutdown(reason="organization not served")
         return
     except AgentConfigError as exc:
         job_log.error("job_failed", reason="config_unavailable", error=str(exc))
@@ -173,6 +190,7 @@ async def _start_session(
 
     async def resolve() -> PromptResult:
         result = await service.get_full_prompt(target.agent_id, updated_at=target.updated_at)
+        check_organization(settings.organizations, target.agent_id, result.agent.organization_id)
         timings["promptResolvedMs"] = _ms(started)
         return result
 

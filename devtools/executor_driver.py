@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from livekit.agents import AgentServer
 from livekit.protocol import models
 
 from agent.service_holder import get_service
@@ -65,6 +67,34 @@ class EventTail:
             await asyncio.sleep(0.01)
 
 
+async def _job_ended(server: AgentServer, room: str) -> None:
+    """Returns once no running job is in ``room`` (``simulate_job`` registers it before
+    returning). livekit-agents has no event for a job's end, so this polls."""
+    while any(info.job.room.name == room for info in server.active_jobs):  # noqa: ASYNC110 - no event to wait on
+        await asyncio.sleep(0.05)
+
+
+async def _event_or_end(
+    server: AgentServer, room: str, waiter: asyncio.Future[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The job's probe event, or ``None`` if the job ended without one (a refused job,
+    such as one for a deleted agent, never builds a session): no 60 s wait for those."""
+    ended = asyncio.create_task(_job_ended(server, room))
+    try:
+        racers: set[asyncio.Future[Any]] = {waiter, ended}
+        await asyncio.wait(racers, timeout=JOIN_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        if waiter.done():
+            return waiter.result()
+        if not ended.done():
+            raise TimeoutError(f"no event from {room} within {JOIN_TIMEOUT_SECONDS}s")
+        # The event is written before the job ends; give the tail a moment to read it.
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(waiter), 1.0)
+        return None
+    finally:
+        ended.cancel()
+
+
 async def drive(rooms: list[str], concurrency: int) -> list[dict[str, Any]]:
     server = build_server(WorkerSettings.from_env())
     started = asyncio.Event()
@@ -82,7 +112,9 @@ async def drive(rooms: list[str], concurrency: int) -> list[dict[str, Any]]:
             waiter = tail.expect(room)
             try:
                 await server.simulate_job(room, fake_job=True, room_info=models.Room(name=room, sid=f"RM_lt{index}"))
-                outcome["event"] = await asyncio.wait_for(waiter, JOIN_TIMEOUT_SECONDS)
+                outcome["event"] = await _event_or_end(server, room, waiter)
+                if outcome["event"] is None:
+                    outcome["error"] = "the job ended without resolving a prompt (refused, e.g. a deleted agent)"
             except Exception as exc:  # noqa: BLE001 - a failed join is a result, not a crash
                 outcome["error"] = f"{type(exc).__name__}: {exc}"
             results.append(outcome)

@@ -38,9 +38,12 @@ from services.errors import (
     AgentNotFoundError,
     ConfigUnavailableError,
     MalformedDocumentError,
+    StoreAuthError,
     StoreError,
+    store_error_kind,
 )
 from services.file_store import FileAgentStore
+from services.hints import InvalidHintError, parse_version_hint
 from services.logging import prompt_fingerprint
 from services.models import AgentConfig, AgentRecord, PromptResult, PromptSource, cache_key
 from services.ram_cache import BoundedMemoryCache, LruDict
@@ -110,7 +113,7 @@ class AgentConfigService:
         self._store = store_factory()
         if settings.redis_url:
             self._redis = RedisTier(
-                settings.redis_url,
+                settings.redis_url.get_secret_value(),
                 prompt_ttl_seconds=max(settings.stale_if_error_seconds, settings.ttl_seconds),
                 trust_seconds=max(5 * settings.refresh_seconds, 10.0),
                 clock=self._clock,
@@ -165,9 +168,18 @@ class AgentConfigService:
         return (await self.get_full_prompt(agent_id)).agent
 
     def known_missing(self, agent_id: str) -> bool:
-        """True if the store said recently that this agent does not exist (no I/O)."""
+        """True if the agent is known to be deleted, or the store said recently that it does
+        not exist and the change feed has not shown it since (no I/O)."""
+        if self._index.is_deleted(agent_id):
+            return True
         expiry = self._not_found.peek(agent_id)
-        return expiry is not None and self._clock() < expiry
+        return expiry is not None and self._clock() < expiry and self._index.get(agent_id) is None
+
+    def cached_organization(self, agent_id: str) -> str | None:
+        """The organization of an agent this process holds in RAM, else ``None`` (no I/O)."""
+        version = self._held.get(agent_id)
+        entry = self._ram.peek(cache_key(agent_id, version)) if version is not None else None
+        return entry.agent.organization_id if isinstance(entry, CachedPrompt) else None
 
     def prefetch(self, agent_id: str, *, updated_at: float | None = None) -> None:
         """Start resolving in the background (e.g. while a job process starts); errors are
@@ -236,6 +248,8 @@ class AgentConfigService:
         return PromptResult(entry.prompt, "ram", version, False, entry.agent)
 
     async def _ram_put(self, agent: AgentConfig, prompt: str, loaded_at: float) -> None:
+        if self._deleted_since(agent.agent_id, agent.updated_at):
+            return  # a load that finished after the delete was seen must not bring it back
         previous = self._held.get(agent.agent_id)
         if previous is not None and previous > agent.updated_at:
             return  # never replace a newer version with an older one
@@ -249,13 +263,19 @@ class AgentConfigService:
             self._held.pop(value.agent.agent_id, None)
 
     def _raise_if_known_missing(self, agent_id: str, hint: float | None) -> None:
-        # A dispatch that names a version knows better than our negative entry.
-        if hint is None and self.known_missing(agent_id):
+        # A hint does not bypass this: anyone can put any updatedAt in dispatch metadata,
+        # and an unknown agent must not cost a store read per job. A new agent is let in
+        # by the change feed, which clears its negative entry within the refresh interval.
+        if self._index.is_deleted(agent_id):
+            raise AgentNotFoundError(agent_id, "the agent was deleted")
+        if self.known_missing(agent_id):
             raise AgentNotFoundError(agent_id, "no such agent (cached answer)")
 
     # ------------------------------------------------------------------ service loop
 
     async def _resolve_on_loop(self, agent_id: str, hint: float | None) -> PromptResult:
+        if self._index.is_deleted(agent_id):
+            raise AgentNotFoundError(agent_id, "the agent was deleted")
         result = await self._from_ram(agent_id, hint)  # a load may have landed meanwhile
         if result is not None:
             return result
@@ -286,8 +306,14 @@ class AgentConfigService:
         try:
             async with asyncio.timeout(3 * self._settings.convex_timeout_seconds):
                 record = await self._store.get_agent(agent_id)
+                if record is None and self._index.get(agent_id) is not None:
+                    # The change feed has seen this agent live: our read raced its creation
+                    # (or a replica lagged). Ask once more rather than caching "no such agent".
+                    record = await self._store.get_agent(agent_id)
         except (StoreError, TimeoutError) as exc:
-            metrics.STORE_ERRORS.labels(operation="get_agent").inc()
+            metrics.STORE_ERRORS.labels(operation="get_agent", kind=store_error_kind(exc)).inc()
+            if isinstance(exc, StoreAuthError):
+                log.error("store_unauthorized", operation="get_agent", error=str(exc))
             if not isinstance(exc, MalformedDocumentError):  # the store, not one document, failed
                 self._store_resting_until = self._clock() + STORE_REST_SECONDS
             stale = await self._stale_fallback(agent_id)
@@ -301,9 +327,11 @@ class AgentConfigService:
         self._store_resting_until = 0.0
         now = self._clock()
         if record is None:
-            if self._settings.not_found_ttl_seconds > 0:
+            if self._settings.not_found_ttl_seconds > 0 and self._index.get(agent_id) is None:
                 self._not_found[agent_id] = now + self._settings.not_found_ttl_seconds
             raise AgentNotFoundError(agent_id, "no such agent in the store")
+        if self._deleted_since(agent_id, record.updated_at):
+            raise AgentNotFoundError(agent_id, "the agent was deleted")  # the read raced the delete
         self._not_found.pop(agent_id, None)
         self._index.observe(agent_id, record.updated_at, now)
         agent = AgentConfig.from_record(record)
@@ -339,7 +367,10 @@ class AgentConfigService:
         return PromptResult(shared.prompt, "redis", version, False, shared.agent)
 
     async def _stale_fallback(self, agent_id: str) -> PromptResult | None:
-        """The newest prompt any tier holds for the agent, if within the stale-if-error window."""
+        """The newest prompt any tier holds for the agent, if within the stale-if-error window.
+        Never for a deleted agent: an outage must not bring it back."""
+        if self._index.is_deleted(agent_id):
+            return None
         current = self._index.get(agent_id)
         version = self._held.get(agent_id)
         if version is not None:
@@ -415,7 +446,33 @@ class AgentConfigService:
 
     # ------------------------------------------------------------------ refresher hooks
 
+    def _deleted_since(self, agent_id: str, updated_at: float) -> bool:
+        """True if the agent's tombstone is at or after ``updated_at``."""
+        if not self._index.is_deleted(agent_id):
+            return False
+        tombstone = self._index.newest_stamp(agent_id)
+        return tombstone is not None and tombstone >= updated_at
+
+    async def _drop_deleted(self, row: AgentVersion) -> None:
+        """The change feed says the agent was deleted: every tier lets go of it now."""
+        known = self._index.get(row.agent_id)
+        newly = self._index.observe_deleted(row.agent_id, row.updated_at)
+        if not self._index.is_deleted(row.agent_id):
+            return  # a newer live version exists: this tombstone is old news
+        held = self._held.pop(row.agent_id, None)
+        if held is not None:
+            self._ram.discard(cache_key(row.agent_id, held))
+        if self._settings.not_found_ttl_seconds > 0:
+            self._not_found[row.agent_id] = self._clock() + self._settings.not_found_ttl_seconds
+        if self._redis is not None:
+            await self._redis.forget_agent(row.agent_id, [v for v in (held, known) if v is not None])
+        if newly:
+            log.info("agent_deleted", agentId=row.agent_id, updatedAt=row.updated_at, held=held is not None)
+
     async def _on_new_version(self, row: AgentVersion, polled_at: float) -> None:
+        if row.deleted:
+            await self._drop_deleted(row)
+            return
         self._not_found.pop(row.agent_id, None)
         if row.agent_id in self._held:
             # Hot agent: load the new version before the index points at it, so no join
@@ -453,12 +510,11 @@ class AgentConfigService:
 
 
 def _valid_hint(updated_at: object) -> float | None:
-    if updated_at is None:
+    try:
+        return parse_version_hint(updated_at)
+    except InvalidHintError as exc:
+        log.warning("updated_at_hint_ignored", reason=str(exc))
         return None
-    if isinstance(updated_at, bool) or not isinstance(updated_at, (int, float)) or not math.isfinite(updated_at):
-        log.warning("updated_at_hint_ignored", reason="not a finite number")
-        return None
-    return float(updated_at)
 
 
 def default_store_factory(settings: ServiceSettings) -> StoreFactory:

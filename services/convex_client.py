@@ -16,12 +16,15 @@ from typing import Any, Literal
 
 import httpx
 
-from services.errors import StoreResponseError, StoreUnavailableError
+from services.errors import StoreAuthError, StoreResponseError, StoreUnavailableError
+from services.hints import clip
 
 FunctionKind = Literal["query", "mutation", "action"]
 
 # Status codes worth another try: the request may succeed on a healthy replica or later.
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# The deploy key was refused: a configuration error, never retried, never an "outage".
+_AUTH_STATUS = frozenset({401, 403})
 
 
 class ConvexFunctionError(StoreResponseError):
@@ -82,6 +85,13 @@ class ConvexHttpClient:
             raise StoreUnavailableError(f"{path}: no answer within {limit_s:.2f}s") from exc
         except httpx.TransportError as exc:
             raise StoreUnavailableError(f"{path}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code in _AUTH_STATUS:
+            try:
+                detail = response.json()
+                code = clip(detail.get("code"), 40) if isinstance(detail, dict) else "?"
+            except ValueError:
+                code = "?"
+            raise StoreAuthError(f"{path}: HTTP {response.status_code} {code}: the deploy key was refused")
         if response.status_code in _RETRYABLE_STATUS:
             raise StoreUnavailableError(f"{path}: HTTP {response.status_code}")
         try:

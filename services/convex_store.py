@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from services.convex_client import ConvexHttpClient
 from services.errors import StoreResponseError
 from services.models import AgentRecord, parse_agent
-from services.store import AgentVersion
+from services.store import AgentVersion, parse_feed_rows
 
 
 class ConvexAgentStore:
@@ -22,21 +20,7 @@ class ConvexAgentStore:
 
     async def changed_since(self, since_ms: float, limit: int) -> list[AgentVersion]:
         rows = await self._client.call("query", "agents:changedSince", {"since": since_ms, "limit": limit})
-        if not isinstance(rows, list):
-            raise StoreResponseError("agents:changedSince: expected a list")
-        versions = []
-        for row in rows:
-            agent_id = row.get("_id") if isinstance(row, dict) else None
-            updated_at = row.get("updatedAt") if isinstance(row, dict) else None
-            if (
-                not isinstance(agent_id, str)
-                or not isinstance(updated_at, (int, float))
-                or isinstance(updated_at, bool)
-                or not math.isfinite(updated_at)
-            ):
-                raise StoreResponseError("agents:changedSince: malformed row")
-            versions.append(AgentVersion(agent_id, float(updated_at)))
-        return versions
+        return parse_feed_rows(rows, "agents:changedSince")
 
     async def save_prompt(
         self, agent_id: str, full_prompt: str, built_from_updated_at: float, template_version: int

@@ -11,6 +11,7 @@
     ├── StoreUnavailableError        transport failure, timeout, 5xx, 429: worth retrying
     └── StoreResponseError           the store answered, but not with what we asked for
         │                            (function error, malformed body): not retried
+        ├── StoreAuthError           HTTP 401/403: the deploy key was refused; fix the config
         └── MalformedDocumentError   one agent's document is broken; the store itself is fine
 
 Foreign exceptions (httpx, redis, json) are translated in exactly one place each:
@@ -50,6 +51,22 @@ class StoreUnavailableError(StoreError):
 
 class StoreResponseError(StoreError):
     """The store answered with an error or with something malformed; retrying will not help."""
+
+
+class StoreAuthError(StoreResponseError):
+    """The store refused our credentials (HTTP 401/403: a wrong or revoked deploy key).
+    Not an outage: retrying will not help, an operator must fix the key."""
+
+
+def store_error_kind(exc: BaseException) -> str:
+    """The ``kind`` label of ``agent_store_errors`` for a failed store call."""
+    if isinstance(exc, StoreAuthError):
+        return "unauthorized"
+    if isinstance(exc, MalformedDocumentError):
+        return "malformed"
+    if isinstance(exc, StoreResponseError):
+        return "response"
+    return "unavailable"
 
 
 class MalformedDocumentError(StoreResponseError):

@@ -23,7 +23,9 @@ RESOLVE_SECONDS = Histogram(
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 FAILURES = Counter("agent_prompt_failures", "Resolutions that raised", ["error"])
-STORE_ERRORS = Counter("agent_store_errors", "Failed calls to the source of truth", ["operation"])
+# kind: "unavailable" (outage, timeout), "unauthorized" (401/403: a wrong deploy key),
+# "response" (an answer we cannot use), "malformed" (one agent's document is broken).
+STORE_ERRORS = Counter("agent_store_errors", "Failed calls to the source of truth", ["operation", "kind"])
 REDIS_ERRORS = Counter("agent_redis_tier_errors", "Failed calls to the Redis tier", ["operation"])
 WRITEBACKS = Counter("agent_prompt_writebacks", "Legacy prompt write-backs", ["result"])
 REFRESH_POLLS = Counter("agent_version_refresh_polls", "Version refresher polls", ["result"])
@@ -42,3 +44,6 @@ def resolution_counter(source: str, stale: bool) -> Counter:
 @functools.cache
 def resolve_histogram(source: str) -> Histogram:
     return RESOLVE_SECONDS.labels(source=source)
+
+
+FEED_ROWS_SKIPPED = Counter("agent_change_feed_rows_skipped", "Malformed change-feed rows skipped")

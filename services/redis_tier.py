@@ -196,6 +196,20 @@ class RedisTier:
             return None
         return SharedVersion(updated_at=updated_at, confirmed_at=at)
 
+    async def forget_agent(self, agent_id: str, versions: Iterable[float] = ()) -> None:
+        """A deleted agent: drop ``v:<agentId>`` and the prompts of the versions named (and
+        of the one ``v:`` pointed at), so no process finds it here again."""
+        if not self.available:
+            return
+        version_key = f"{self._cache.namespace}v:{agent_id}"
+        try:
+            current = await self._cache.raw("hget", version_key, "u")
+            stamps = {*versions, *([float(current)] if current is not None else [])}
+            keys = [version_key, *(self._cache.build_key(f"p:{cache_key(agent_id, v)}") for v in stamps)]
+            await self._cache.raw("delete", *keys)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("forget_agent", exc)
+
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead connection is not an error
             await self._cache.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,8 +45,9 @@ class ServiceSettings(BaseSettings):
     """Negative cache for unknown agents."""
     convex_timeout_seconds: float = Field(default=2.0, gt=0, alias="CONVEX_TIMEOUT_SECONDS")
     """Per request; a cold lookup gives up after three times this."""
-    redis_url: str | None = Field(default=None, alias="PROMPT_CACHE_REDIS_URL")
-    """``redis://[:password@]host:port/db``; unset means no shared tier."""
+    redis_url: SecretStr | None = Field(default=None, alias="PROMPT_CACHE_REDIS_URL", repr=False)
+    """``redis://[:password@]host:port/db``; unset means no shared tier. A secret: it may
+    carry a password, so it is never logged or echoed in an error."""
     agents_file: Path = Field(default=DEMO_AGENTS_FILE, alias="AGENTS_FILE")
     """Embedded store used when ``CONVEX_URL`` is unset; the demo agents by default."""
 
@@ -52,10 +55,10 @@ class ServiceSettings(BaseSettings):
     def _convex_needs_key(self) -> ServiceSettings:
         if self.convex_url and not self.convex_deploy_key:
             raise ValueError("CONVEX_URL is set but CONVEX_DEPLOY_KEY is not: agent functions are internal")
-        if self.convex_url and not self.convex_url.startswith(("http://", "https://")):
-            raise ValueError("CONVEX_URL must start with http:// or https://")
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://")):
-            raise ValueError("PROMPT_CACHE_REDIS_URL must start with redis:// or rediss://")
+        if self.convex_url:
+            check_convex_url(self.convex_url)
+        if self.redis_url:
+            check_redis_url(self.redis_url.get_secret_value())
         return self
 
     @classmethod
@@ -65,3 +68,45 @@ class ServiceSettings(BaseSettings):
             return cls()
         except ValidationError as exc:
             raise SettingsError.from_validation("service", exc) from None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_convex_url(url: str) -> None:
+    """The deploy key goes in every request: never in clear text off this machine."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("CONVEX_URL must be http(s)://host[:port]")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(
+            "CONVEX_URL uses plain http:// to a host that is not loopback: the deploy key would travel "
+            "in clear text; use https://"
+        )
+
+
+def check_redis_url(url: str) -> None:
+    """Host, port and db of ``redis[s]://[:password@]host[:port][/db]``; messages never
+    repeat the URL (it may carry a password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError("PROMPT_CACHE_REDIS_URL must start with redis:// or rediss://")
+    if not parts.hostname:
+        raise ValueError("PROMPT_CACHE_REDIS_URL has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("PROMPT_CACHE_REDIS_URL has a port that is not a number from 1 to 65535") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("PROMPT_CACHE_REDIS_URL has a port that is not a number from 1 to 65535")
+    db = parts.path.lstrip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        raise ValueError("PROMPT_CACHE_REDIS_URL has a database that is not a number (redis://host:port/0)")
+    if parts.query or parts.fragment:
+        raise ValueError("PROMPT_CACHE_REDIS_URL must not carry a query or fragment")

@@ -41,13 +41,20 @@ class FaultyTransport(httpx.AsyncBaseTransport):
     function path until the (thread-safe) event is set, to stage races; ``fail_paths``
     answer 503 for those paths only; ``arrived`` is set when a request for its path
     comes in (tests wait on it instead of sleeping).
+    ``hold_answer`` lets the request reach the backend and delays only its answer
+    (``answered`` lists the paths whose answer is being held). ``rewrite`` maps a path
+    to a function of the success value, to serve what a broken deployment might.
     """
 
     mode: str = "ok"
     hold: dict[str, threading.Event] = field(default_factory=dict)
     fail_paths: set[str] = field(default_factory=set)
     arrived: dict[str, threading.Event] = field(default_factory=dict)
+    hold_answer: dict[str, threading.Event] = field(default_factory=dict)
+    rewrite: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)
+    answer_held: threading.Event = field(default_factory=threading.Event)
     _inner: httpx.AsyncHTTPTransport = field(default_factory=httpx.AsyncHTTPTransport)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -72,7 +79,20 @@ class FaultyTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError("connection refused", request=request)
         if self.mode == "hang":
             await asyncio.sleep(3600)
-        return await self._inner.handle_async_request(request)
+        response = await self._inner.handle_async_request(request)
+        if path in self.hold_answer or path in self.rewrite:
+            await response.aread()
+            self.answered.append(path)
+            if path in self.hold_answer:
+                self.answer_held.set()
+                await asyncio.to_thread(self.hold_answer[path].wait, 30)
+            if path in self.rewrite:
+                payload = json.loads(response.content)
+                if payload.get("status") == "success":
+                    payload["value"] = self.rewrite[path](payload["value"])
+                return httpx.Response(response.status_code, json=payload)
+            return httpx.Response(response.status_code, content=response.content, headers=response.headers)
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -1,19 +1,24 @@
 """``python -m bench.loadtest``: simulated joins, every strategy in one run.
 
     python -m bench.loadtest --agents 50 --zipf 1.1 --joins 500 --concurrency 8 \\
-        --edits-per-minute 30 --latency-ms 100 --seed 7 --json out.json --plot out.png
+        --edits-per-minute 30 --deletes-per-minute 0 --latency-ms 100 --seed 7 \\
+        --json out.json --plot out.png
 
 Starts the local Convex backend (seeded with ``--agents`` agents, answering after
 ``--latency-ms``) and, for the Redis strategy, a redis-server; restores the data before
-each strategy; edits agents in Convex while joins run; checks every served prompt
-against the versions that existed.
+each strategy; edits (and with ``--deletes-per-minute`` deletes) agents in Convex while
+joins run; checks every served prompt against the versions that existed (a prompt served
+for an agent deleted longer ago than the freshness bound is wrong). SIGTERM and Ctrl-C
+stop every service it started before it exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -23,6 +28,7 @@ from typing import Any
 import httpx
 
 from bench.loadtest.checker import VersionHistory, count_wrong
+from bench.loadtest.deleter import Deleter
 from bench.loadtest.report import Progress, percentile, plot, table, write_json
 from bench.loadtest.strategies import STRATEGIES, WORKER_STRATEGIES, Outcome, Target, run_strategy
 from bench.loadtest.workload import Workload, edit_picker, join_plan, pick_agent, seed_agents
@@ -39,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
     parser.add_argument("--joins", type=int, default=500, help="joins per strategy")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--edits-per-minute", type=float, default=30.0)
+    parser.add_argument(
+        "--deletes-per-minute", type=float, default=0.0, help="agents deleted (agents:remove) while joins run"
+    )
     parser.add_argument("--latency-ms", type=float, default=100.0, help="the local Convex backend's round trip")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--refresh-seconds", type=float, default=2.0, help="PROMPT_REFRESH_SECONDS for tiered")
@@ -67,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
         seed=args.seed,
         refresh_seconds=args.refresh_seconds,
         legacy_fraction=args.legacy_fraction,
+        deletes_per_minute=args.deletes_per_minute,
     )
     return workload, args
 
@@ -110,10 +120,12 @@ class Editor:
                 self.history.add(agent_id, time.time(), self._docs[index]["updatedAt"], tag)
 
 
-def summarize(workload: Workload, outcome: Outcome, stats: dict[str, Any], editor: Editor) -> dict[str, Any]:
+def summarize(
+    workload: Workload, outcome: Outcome, stats: dict[str, Any], editor: Editor, deletes: int = 0
+) -> dict[str, Any]:
     joins = len(outcome.served) + outcome.errors
     by_path = stats["byPath"]
-    db_reads = int(stats["total"]) - int(by_path.get("agents:update", 0))
+    db_reads = int(stats["total"]) - int(by_path.get("agents:update", 0)) - int(by_path.get("agents:remove", 0))
     bound = workload.refresh_seconds + 3 * workload.latency_ms / 1000 + 0.5
     samples = outcome.latencies_ms
     return {
@@ -133,6 +145,7 @@ def summarize(workload: Workload, outcome: Outcome, stats: dict[str, Any], edito
         "wrong_prompts": count_wrong(outcome.served, editor.history, bound),
         "cache_bytes": outcome.cache_bytes,
         "edits": editor.edits,
+        "deletes": deletes,
         "livekit_dispatch_p50_ms": percentile(outcome.livekit_ms, 0.50) if outcome.livekit_ms else None,
         "livekit_dispatch_p95_ms": percentile(outcome.livekit_ms, 0.95) if outcome.livekit_ms else None,
         "livekit_errors": outcome.livekit_errors,
@@ -145,54 +158,66 @@ async def run(
     docs = seed_agents(workload)
     results: dict[str, dict[str, Any]] = {}
     latencies: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="loadtest-seed-") as tmp:
+    # SIGTERM cancels the run like Ctrl-C does, so the finally blocks below stop every
+    # service (each in its own process group) before the process exits.
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+    with tempfile.TemporaryDirectory(prefix="loadtest-seed-") as tmp, contextlib.ExitStack() as services:
         seed_file = Path(tmp) / "agents.json"
         seed_file.write_text(json.dumps({"agents": docs}))
+        # Each service is registered for stopping as soon as it runs: an interrupt while
+        # the next one starts must not orphan it.
         convex = start_local_convex(seed=seed_file, latency_ms=workload.latency_ms)
+        services.callback(convex.stop)
         redis = start_redis() if "tiered-process-redis" in strategies else None
+        if redis is not None:
+            services.callback(redis.stop)
         livekit = start_livekit() if mode == "livekit" else None
-        try:
-            for name in strategies:
-                convex.reset(data=True)
-                if redis is not None:
-                    redis.flush()
-                editor = Editor(convex, workload, docs)
-                stop = asyncio.Event()
-                edits = asyncio.create_task(editor.run(stop))
-                progress = Progress(workload.joins, name)
-                target = Target(
-                    convex=convex,
-                    redis_url=redis.url if redis else None,
-                    agent_ids=[local_backend_id(i) for i in range(workload.agents)],
-                    plan=join_plan(workload),
-                    concurrency=workload.concurrency,
-                    refresh_seconds=workload.refresh_seconds,
-                    progress=progress.advance,
-                    livekit=livekit if name in WORKER_STRATEGIES else None,
-                )
-                try:
-                    outcome = await run_strategy(name, target)
-                finally:
-                    stop.set()
-                    await edits
-                if name == "tiered-process-redis":
-                    assert redis is not None
-                    outcome.cache_bytes = redis.dataset_bytes()
-                results[name] = summarize(workload, outcome, convex.stats(), editor)
-                latencies[name] = outcome.latencies_ms
-        finally:
-            convex.stop()
+        if livekit is not None:
+            services.callback(livekit.stop)
+        for name in strategies:
+            convex.reset(data=True)
             if redis is not None:
-                redis.stop()
-            if livekit is not None:
-                livekit.stop()
+                redis.flush()
+            editor = Editor(convex, workload, docs)
+            deleter = Deleter(convex, workload, editor.history)
+            stop = asyncio.Event()
+            changes = asyncio.gather(editor.run(stop), deleter.run(stop))
+            progress = Progress(workload.joins, name)
+            target = Target(
+                convex=convex,
+                redis_url=redis.url if redis else None,
+                agent_ids=[local_backend_id(i) for i in range(workload.agents)],
+                plan=join_plan(workload),
+                concurrency=workload.concurrency,
+                refresh_seconds=workload.refresh_seconds,
+                progress=progress.advance,
+                livekit=livekit if name in WORKER_STRATEGIES else None,
+            )
+            try:
+                outcome = await run_strategy(name, target)
+            finally:
+                stop.set()
+                await changes
+            if name == "tiered-process-redis":
+                assert redis is not None
+                outcome.cache_bytes = redis.dataset_bytes()
+            results[name] = summarize(workload, outcome, convex.stats(), editor, len(deleter.deleted))
+            latencies[name] = outcome.latencies_ms
     return results, latencies
 
 
 def main(argv: list[str] | None = None) -> int:
     workload, args = parse_args(argv)
     strategies = args.strategy or list(STRATEGIES)
-    results, latencies = asyncio.run(run(workload, strategies, args.mode))
+    try:
+        results, latencies = asyncio.run(run(workload, strategies, args.mode))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\nloadtest: interrupted; every service it started was stopped", file=sys.stderr)
+        return 130
+
     print(table(results))
     if args.mode == "livekit":
         print("\nreal livekit-server: dispatch -> agent participant present (ms)")

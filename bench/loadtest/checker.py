@@ -3,7 +3,8 @@
 A join is wrong when the prompt it got is not the text of the version it claims, or
 when a newer version had been committed more than ``bound_seconds`` before the join
 started (``PROMPT_REFRESH_SECONDS`` plus round trips: the freshness the service
-promises).
+promises), or when the agent had been deleted that long before the join started:
+a prompt served for a deleted agent is wrong.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ class Served:
     prompt_tag: str
 
 
+DELETED = ""  # the prompt tag of a tombstone: no prompt may be served for it
+
+
 @dataclass
 class VersionHistory:
-    """Every version of every agent: (committed_at, updated_at, prompt_tag), in order."""
+    """Every version of every agent: (committed_at, updated_at, prompt_tag), in order;
+    a delete is a version whose tag is :data:`DELETED`."""
 
     _versions: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
 
@@ -30,6 +35,9 @@ class VersionHistory:
         versions = self._versions.setdefault(agent_id, [])
         versions.append((committed_at, updated_at, prompt_tag))
         versions.sort()
+
+    def delete(self, agent_id: str, committed_at: float, updated_at: float) -> None:
+        self.add(agent_id, committed_at, updated_at, DELETED)
 
     def required(self, agent_id: str, at: float) -> tuple[float, float, str] | None:
         """The newest version committed at or before ``at``."""
@@ -45,9 +53,11 @@ class VersionHistory:
 
 
 def is_wrong(served: Served, history: VersionHistory, bound_seconds: float) -> bool:
-    if history.tag_of(served.agent_id, served.updated_at) != served.prompt_tag:
+    if served.prompt_tag == DELETED or history.tag_of(served.agent_id, served.updated_at) != served.prompt_tag:
         return True  # the text does not belong to the version it claims (or no such version)
     required = history.required(served.agent_id, served.started_at - bound_seconds)
+    if required is not None and required[2] == DELETED:
+        return True  # deleted long enough ago that every worker must have dropped it
     return required is not None and served.updated_at < required[1]
 
 

@@ -140,13 +140,21 @@ async def run_through_executor(target: Target, executor: str, use_redis: bool) -
         log = (folder / "driver.log").open("w")
         try:
             process = await asyncio.create_subprocess_exec(*args, cwd=REPO, env=env, stdout=log, stderr=log)
-            seen = 0
-            while process.returncode is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), 0.5)
-                done = await asyncio.to_thread(_count_lines, events)
-                target.progress(done - seen)
-                seen = done
+            try:
+                seen = 0
+                while process.returncode is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(process.wait(), 0.5)
+                    done = await asyncio.to_thread(_count_lines, events)
+                    target.progress(done - seen)
+                    seen = done
+            finally:
+                if process.returncode is None:  # interrupted: the driver must not outlive us
+                    process.terminate()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(process.wait()), 10)
+                    if process.returncode is None:
+                        process.kill()
         finally:
             log.close()
         if process.returncode != 0:

@@ -23,6 +23,7 @@ class Workload:
     seed: int = 7
     refresh_seconds: float = 2.0
     legacy_fraction: float = 0.0
+    deletes_per_minute: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +46,11 @@ def join_plan(workload: Workload) -> list[int]:
 def edit_picker(workload: Workload) -> random.Random:
     """A separate stream for edits, so changing the edit rate leaves the joins alone."""
     return random.Random(workload.seed * 7919 + 1)
+
+
+def delete_picker(workload: Workload) -> random.Random:
+    """A stream for deletes of its own, so adding deletes leaves joins and edits alone."""
+    return random.Random(workload.seed * 104_729 + 3)
 
 
 def pick_agent(rng: random.Random, workload: Workload) -> int:

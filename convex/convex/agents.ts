@@ -98,10 +98,39 @@ export const update = internalMutation({
   },
 });
 
-async function loadAgent(ctx: { db: DatabaseReader }, agentId: string): Promise<Doc<"agents"> | null> {
+/** The document, tombstone included (only `remove` and the change feed want those). */
+async function loadDocument(ctx: { db: DatabaseReader }, agentId: string): Promise<Doc<"agents"> | null> {
   const id = ctx.db.normalizeId("agents", agentId);
   return id === null ? null : await ctx.db.get(id);
 }
+
+/** The live agent: a deleted one reads as absent everywhere. */
+async function loadAgent(ctx: { db: DatabaseReader }, agentId: string): Promise<Doc<"agents"> | null> {
+  const doc = await loadDocument(ctx, agentId);
+  return doc === null || doc.deletedAt !== undefined ? null : doc;
+}
+
+/**
+ * Delete an agent, leaving a tombstone: the document keeps its id with `deletedAt` set
+ * and a bumped `updatedAt`, so `changedSince` reports the delete to every worker
+ * (a row with `deleted: true`) and each drops the agent from its caches. Removing a
+ * deleted agent again changes nothing and answers the first removal's stamps.
+ */
+export const remove = internalMutation({
+  args: { agentId: v.string() },
+  returns: v.object({ updatedAt: v.number(), deletedAt: v.number() }),
+  handler: async (ctx, { agentId }) => {
+    const doc = await loadDocument(ctx, agentId);
+    if (doc === null) {
+      throw new ConvexError({ code: "AGENT_NOT_FOUND", agentId, message: `agent ${agentId} not found` });
+    }
+    if (doc.deletedAt !== undefined) return { updatedAt: doc.updatedAt, deletedAt: doc.deletedAt };
+    const updatedAt = nextUpdatedAt(doc.updatedAt);
+    const deletedAt = Date.now();
+    await ctx.db.patch(doc._id, { deletedAt, updatedAt });
+    return { updatedAt, deletedAt };
+  },
+});
 
 export const get = internalQuery({
   args: { agentId: v.string() },
@@ -110,7 +139,7 @@ export const get = internalQuery({
 
 export const changedSince = internalQuery({
   args: { since: v.number(), limit: v.optional(v.number()) },
-  returns: v.array(v.object({ _id: v.id("agents"), updatedAt: v.number() })),
+  returns: v.array(v.object({ _id: v.id("agents"), updatedAt: v.number(), deleted: v.optional(v.literal(true)) })),
   handler: async (ctx, { since, limit }) => {
     const take = limit ?? LIMITS.changedSinceMax;
     if (!Number.isInteger(take) || take < 1 || take > LIMITS.changedSinceMax) {
@@ -121,7 +150,11 @@ export const changedSince = internalQuery({
       .withIndex("by_updatedAt", (q) => q.gte("updatedAt", since))
       .order("asc")
       .take(take);
-    return rows.map((row) => ({ _id: row._id, updatedAt: row.updatedAt }));
+    return rows.map((row) =>
+      row.deletedAt === undefined
+        ? { _id: row._id, updatedAt: row.updatedAt }
+        : { _id: row._id, updatedAt: row.updatedAt, deleted: true as const },
+    );
   },
 });
 
@@ -136,7 +169,8 @@ export const list = internalQuery({
             .query("agents")
             .withIndex("by_organizationId", (q) => q.eq("organizationId", organizationId))
             .take(take);
-    return rows.map((row) => ({
+    // Tombstones are skipped, so a page may hold fewer than `limit` agents.
+    return rows.filter((row) => row.deletedAt === undefined).map((row) => ({
       _id: row._id,
       organizationId: row.organizationId,
       name: row.name,
@@ -203,6 +237,10 @@ export const rebuildBatch = internalMutation({
     let skipped = 0;
     let failed = 0;
     for (const agent of page.page) {
+      if (agent.deletedAt !== undefined) {
+        skipped += 1; // a tombstone has no prompt to rebuild
+        continue;
+      }
       const current = agent.fullPrompt !== undefined && agent.templateVersion === TEMPLATE_VERSION;
       if (current && !force) {
         skipped += 1;

@@ -29,6 +29,9 @@ export default defineSchema({
     createdAt: v.number(),
     // Strictly increasing per document; the worker's cache key is agentId:updatedAt.
     updatedAt: v.number(),
+    // Set by agents:remove. A deleted agent stays as a tombstone so that the change
+    // feed can tell every worker to drop it; every reader treats it as absent.
+    deletedAt: v.optional(v.number()),
   })
     .index("by_organizationId", ["organizationId"])
     .index("by_updatedAt", ["updatedAt"]),

@@ -223,3 +223,84 @@ describe("savePrompt", () => {
     expect(data).toMatchObject({ code: "INVALID_ARGUMENT", field: "fullPrompt" });
   });
 });
+
+describe("remove", () => {
+  test("leaves a tombstone with deletedAt and a bumped updatedAt that get answers null for", async () => {
+    vi.useFakeTimers();
+    vi.setSystemTime(3_000_000);
+    const t = newBackend();
+    const id = await t.mutation(internal.agents.create, agentArgs());
+    vi.setSystemTime(3_000_500);
+    const removed = await t.mutation(internal.agents.remove, { agentId: id });
+    expect(removed).toEqual({ updatedAt: 3_000_500, deletedAt: 3_000_500 });
+    expect(await t.query(internal.agents.get, { agentId: id })).toBeNull();
+    const doc = await t.run(async (ctx) => ctx.db.get(id));
+    expect(doc).toMatchObject({ deletedAt: 3_000_500, updatedAt: 3_000_500, name: "Priya" });
+  });
+
+  test("bumps updatedAt even when removed in the millisecond it was written", async () => {
+    vi.useFakeTimers();
+    vi.setSystemTime(3_100_000);
+    const t = newBackend();
+    const id = await t.mutation(internal.agents.create, agentArgs());
+    const { updatedAt } = await t.mutation(internal.agents.remove, { agentId: id });
+    expect(updatedAt).toBe(3_100_001);
+  });
+
+  test("reports the delete in changedSince as a row with deleted: true", async () => {
+    vi.useFakeTimers();
+    vi.setSystemTime(4_000_000);
+    const t = newBackend();
+    const kept = await t.mutation(internal.agents.create, agentArgs({ name: "kept" }));
+    const gone = await t.mutation(internal.agents.create, agentArgs({ name: "gone" }));
+    vi.setSystemTime(4_000_100);
+    const { updatedAt } = await t.mutation(internal.agents.remove, { agentId: gone });
+    expect(await t.query(internal.agents.changedSince, { since: 0 })).toEqual([
+      { _id: kept, updatedAt: 4_000_000 },
+      { _id: gone, updatedAt, deleted: true },
+    ]);
+  });
+
+  test("list skips a deleted agent", async () => {
+    const t = newBackend();
+    const kept = await t.mutation(internal.agents.create, agentArgs({ name: "kept" }));
+    const gone = await t.mutation(internal.agents.create, agentArgs({ name: "gone" }));
+    await t.mutation(internal.agents.remove, { agentId: gone });
+    const listed = await t.query(internal.agents.list, {});
+    expect(listed.map((row) => row._id)).toEqual([kept]);
+  });
+
+  test("update and savePrompt refuse a deleted agent and leave the tombstone as it was", async () => {
+    const t = newBackend();
+    const id = await t.mutation(internal.agents.create, agentArgs());
+    await t.mutation(internal.agents.remove, { agentId: id });
+    const tombstone = await t.run(async (ctx) => ctx.db.get(id));
+    const data = await errorData(t.mutation(internal.agents.update, { agentId: id, name: "Back" }));
+    expect(data).toMatchObject({ code: "AGENT_NOT_FOUND", agentId: id });
+    const saved = await t.mutation(internal.agents.savePrompt, {
+      agentId: id,
+      fullPrompt: "resurrected",
+      builtFromUpdatedAt: tombstone!.updatedAt,
+    });
+    expect(saved).toEqual({ written: false, reason: "agent_not_found" });
+    expect(await t.run(async (ctx) => ctx.db.get(id))).toEqual(tombstone);
+  });
+
+  test("removing twice answers the first removal and removing an unknown agent fails", async () => {
+    const t = newBackend();
+    const id = await t.mutation(internal.agents.create, agentArgs());
+    const first = await t.mutation(internal.agents.remove, { agentId: id });
+    expect(await t.mutation(internal.agents.remove, { agentId: id })).toEqual(first);
+    const data = await errorData(t.mutation(internal.agents.remove, { agentId: "garbage" }));
+    expect(data).toMatchObject({ code: "AGENT_NOT_FOUND" });
+  });
+
+  test("the migration skips a tombstone", async () => {
+    const t = newBackend();
+    const id = await t.mutation(internal.agents.create, agentArgs());
+    await t.mutation(internal.agents.remove, { agentId: id });
+    const before = await t.run(async (ctx) => ctx.db.get(id));
+    await t.action(internal.agents.rebuildAllPrompts, { force: true });
+    expect(await t.run(async (ctx) => ctx.db.get(id))).toEqual(before);
+  });
+});
