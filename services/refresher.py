@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
 from services import metrics
 from services.errors import StoreError
-from services.redis_tier import RedisTier
 from services.store import CHANGED_SINCE_OVERLAP_MS, AgentStore, AgentVersion
 from services.version_index import VersionIndex
 
@@ -26,6 +26,19 @@ log = structlog.get_logger(__name__)
 
 PAGE_SIZE = 1000
 MAX_PAGES_PER_POLL = 50
+
+
+class RefreshHooks(Protocol):
+    """What a fleet (services/fleet.py) adds to the refresher: whether this host polls
+    at all, and what happens with a poll's rows beyond this process."""
+
+    async def should_poll(self) -> bool:
+        """False while another host's published polls keep this one current."""
+        ...
+
+    async def after_poll(self, rows: list[AgentVersion], started: float, cursor_ms: float) -> None:
+        """A poll that started at ``started`` (this host's clock) succeeded with ``rows``."""
+        ...
 
 
 class VersionRefresher:
@@ -36,14 +49,14 @@ class VersionRefresher:
         *,
         interval_seconds: float,
         on_new_version: Callable[[AgentVersion, float], Awaitable[None]],
-        redis: RedisTier | None = None,
+        hooks: RefreshHooks | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._index = index
         self._interval = interval_seconds
         self._on_new_version = on_new_version
-        self._redis = redis
+        self._hooks = hooks
         self._clock = clock
         self._started_at = clock()
         self._cursor_ms = self._started_at * 1000.0
@@ -53,15 +66,31 @@ class VersionRefresher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="version-refresher")
 
+    @property
+    def cursor_ms(self) -> float:
+        """Where the next poll reads from (before the overlap window)."""
+        return self._cursor_ms
+
+    @property
+    def interval_seconds(self) -> float:
+        return self._interval
+
+    def resume_from(self, cursor_ms: float) -> None:
+        """Continue from another poller's cursor (a fleet takeover): the next poll
+        re-reads from there, overlap window included, so nothing in between is missed."""
+        self._cursor_ms = cursor_ms
+
+    def follow(self, cursor_ms: float) -> None:
+        """Another host polled up to ``cursor_ms`` and published what it saw."""
+        self._cursor_ms = max(self._cursor_ms, cursor_ms)
+
     async def _run(self) -> None:
-        if self._redis is not None:
-            # The watch starts now; vouching for it at once lets PROCESS-mode jobs trust
-            # versions recorded from here on without waiting for the first poll.
-            await self._redis.heartbeat(self._started_at)
         while True:
             # Sleep first: the cursor starts at "now", so an immediate poll has nothing to find.
             await asyncio.sleep(self._interval)
             try:
+                if self._hooks is not None and not await self._hooks.should_poll():
+                    continue
                 await self.poll_once()
             except StoreError as exc:
                 metrics.REFRESH_POLLS.labels(result="error").inc()
@@ -83,18 +112,22 @@ class VersionRefresher:
                 break
             rows.extend(more)
             pages += 1
-        fresh = [row for row in rows if (self._index.get(row.agent_id) or float("-inf")) < row.updated_at]
-        if fresh:
-            await asyncio.gather(*(self._on_new_version(row, started) for row in fresh))
-        self._index.confirm_all(started)
+        fresh = await self.apply(rows, started)
         newest = max((row.updated_at for row in rows), default=float("-inf"))
         self._cursor_ms = max(self._cursor_ms, newest, started * 1000.0)
-        if self._redis is not None:
-            if rows:
-                await self._redis.record_versions(rows)
-            await self._redis.heartbeat(self._started_at)
+        if self._hooks is not None:
+            await self._hooks.after_poll(rows, started, self._cursor_ms)
         self.polls_ok += 1
         metrics.REFRESH_POLLS.labels(result="ok").inc()
+        return fresh
+
+    async def apply(self, rows: list[AgentVersion], at: float) -> list[AgentVersion]:
+        """Apply change-feed rows known complete as of ``at`` (this host's clock): load
+        the new versions of held agents, then confirm every indexed version."""
+        fresh = [row for row in rows if (self._index.get(row.agent_id) or float("-inf")) < row.updated_at]
+        if fresh:
+            await asyncio.gather(*(self._on_new_version(row, at) for row in fresh))
+        self._index.confirm_all(at)
         if fresh:
             log.info("agent_versions_changed", count=len(fresh), agentIds=[row.agent_id for row in fresh[:20]])
         return fresh

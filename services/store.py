@@ -14,6 +14,7 @@ class AgentVersion:
 
     agent_id: str
     updated_at: float
+    deleted: bool = False
 
 
 class AgentStore(Protocol):
