@@ -3,8 +3,9 @@
 Under LiveKit's PROCESS executor every job is a fresh process with an empty RAM tier;
 this tier is what lets such a job skip Convex. Under the namespace it holds
 
-- ``p:<agentId>:<updatedAt>``: a prompt and the agent's config as JSON (expires after
-  the stale-if-error window, so old versions do not pile up);
+- ``:p:<agentId>:<updatedAt>``: a prompt and the agent's config as JSON (expires after
+  the stale-if-error window, so old versions do not pile up). The extra colon is the
+  layout aiocache gave these keys before; keeping it lets a rolling upgrade share them;
 - ``v:<agentId>``: a hash, the newest version any process has seen (``u``) and when it
   was recorded (``w``, the Redis server's clock); only ever moved forward, by a Lua
   compare-and-set;
@@ -242,6 +243,9 @@ class RedisTier:
     def key(self, name: str) -> str:
         return f"{self._ns}{name}"
 
+    def _prompt_key(self, agent_id: str, updated_at: float) -> str:
+        return f"{self._ns}:p:{cache_key(agent_id, updated_at)}"
+
     def _failed(self, operation: str, exc: BaseException) -> None:
         if self.available:
             log.warning("redis_tier_unavailable", operation=operation, error=type(exc).__name__, restSeconds=self._rest)
@@ -256,7 +260,7 @@ class RedisTier:
         if not self.available:
             return None
         try:
-            raw = await self._client.get(self.key(f"p:{cache_key(agent_id, updated_at)}"))
+            raw = await self._client.get(self._prompt_key(agent_id, updated_at))
         except _KEY_ERRORS as exc:
             self._bad_key("get_prompt", exc)
             return None
@@ -270,7 +274,7 @@ class RedisTier:
             return
         payload = json.dumps({"prompt": prompt, "agent": _agent_to_json(agent), "loadedAt": self._clock()})
         try:  # SET replaces a value of any type: a garbage key is overwritten here
-            await self._client.set(self.key(f"p:{cache_key(agent_id, updated_at)}"), payload, ex=self._prompt_ttl)
+            await self._client.set(self._prompt_key(agent_id, updated_at), payload, ex=self._prompt_ttl)
         except _KEY_ERRORS as exc:
             self._bad_key("put_prompt", exc)
         except Exception as exc:  # noqa: BLE001
