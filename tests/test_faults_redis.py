@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis as redis_sync
@@ -31,7 +32,7 @@ def raw(redis_url: str) -> Iterator[redis_sync.Redis]:
     client.close()
 
 
-def main_host(convex: LocalConvex, redis_url: str, **kwargs: object) -> AgentConfigService:
+def main_host(convex: LocalConvex, redis_url: str, **kwargs: Any) -> AgentConfigService:
     """A worker host's main-process service: refresher polled by hand, the fleet's leader
     when it is the first."""
     return convex_service(
@@ -39,7 +40,7 @@ def main_host(convex: LocalConvex, redis_url: str, **kwargs: object) -> AgentCon
     )
 
 
-def job(convex: LocalConvex, redis_url: str, **kwargs: object) -> AgentConfigService:
+def job(convex: LocalConvex, redis_url: str, **kwargs: Any) -> AgentConfigService:
     """A PROCESS-mode job's service: no refresher, only the shared tier."""
     return convex_service(convex, PROMPT_CACHE_REDIS_URL=redis_url, **kwargs)
 
@@ -63,7 +64,7 @@ async def test_after_a_redis_gap_the_heartbeat_does_not_vouch_for_versions_it_ne
         await first.aclose()
         # Redis stops answering the main process's writes: its tier rests while its cursor
         # moves past an edit (the poll succeeds against Convex, the record does not).
-        raw.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+        raw.client_pause(1500, all=False)  # writes (and scripts) wait; reads go on
         edit(convex, PRIYA, "Gap edit: closed on Mondays.")
         await main.refresh_now()
         clock.advance(60)  # the rest ends, and the edit falls behind the overlap window
