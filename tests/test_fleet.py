@@ -1,0 +1,162 @@
+"""A fleet of worker hosts shares one change-feed poller, elected through Redis (issue 13).
+
+Real redis-server, the local Convex backend, real host processes where one must die."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis as redis_sync
+
+from bench.fleet import Event, HostProcess, host_env, wait_for
+from devtools.processes import LocalConvex, RedisServer
+from services import AgentConfigService
+from services.file_store import local_backend_id
+from services.fleet import FleetCoordinator
+from tests.helpers import convex_service
+
+PRIYA = local_backend_id(0)
+MARCO = local_backend_id(1)
+LEASE_KEY = "voiceagent:fleet:leader"
+REFRESH = 0.2
+
+
+WAIT_SECONDS = 30.0  # how long a test waits for an event before failing (not a figure)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for ``condition`` to hold (checked every 20 ms); fail naming ``what``."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.02)
+
+
+def host(convex: LocalConvex, redis_url: str) -> AgentConfigService:
+    return convex_service(convex, run_refresher=True, PROMPT_CACHE_REDIS_URL=redis_url, PROMPT_REFRESH_SECONDS=REFRESH)
+
+
+def fleet_of(service: AgentConfigService) -> FleetCoordinator:
+    assert service.fleet is not None
+    return service.fleet
+
+
+def edit(convex: LocalConvex, agent_id: str, text: str) -> None:
+    convex.call("mutation", "agents:update", {"agentId": agent_id, "systemPrompt": text})
+
+
+async def serves(service: AgentConfigService, agent_id: str, text: str) -> bool:
+    return text in (await service.get_full_prompt(agent_id)).prompt
+
+
+async def until_served(services: list[AgentConfigService], agent_id: str, text: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        results = [await serves(s, agent_id, text) for s in services]
+        if all(results):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"edit {text!r} never reached hosts {[i for i, ok in enumerate(results) if not ok]}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis_sync.Redis]:
+    client = redis_sync.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+async def test_one_host_leads_and_a_lost_renewal_steps_it_down_at_once(
+    convex: LocalConvex, redis_url: str, raw: redis_sync.Redis
+) -> None:
+    first, second = host(convex, redis_url), host(convex, redis_url)
+    try:
+        assert (first.fleet_role, second.fleet_role) == ("leader", "follower")
+        assert raw.get(LEASE_KEY) == fleet_of(first).host.encode()
+        # Someone else now holds the lease: the leader's next renewal fails.
+        raw.set(LEASE_KEY, "intruder", px=60_000)
+        await until(lambda: first.fleet_role == "follower", "the leader to step down")
+        assert second.fleet_role == "follower"  # nobody else claims a held lease
+        raw.delete(LEASE_KEY)
+        await until(lambda: "leader" in (first.fleet_role, second.fleet_role), "a new election")
+        assert sorted([first.fleet_role or "", second.fleet_role or ""]) == ["follower", "leader"]
+    finally:
+        await second.aclose()
+        await first.aclose()
+
+
+async def test_followers_receive_edits_pushed_by_the_leader(convex: LocalConvex, redis_url: str) -> None:
+    leader, follower = host(convex, redis_url), host(convex, redis_url)
+    try:
+        await follower.get_full_prompt(PRIYA)  # a held agent: its new version is loaded before use
+        edit(convex, PRIYA, "Pushed: open late on Fridays.")
+        await until_served([leader, follower], PRIYA, "Pushed: open late on Fridays.")
+        result = await follower.get_full_prompt(PRIYA)
+        assert fleet_of(follower).batches_applied > 0
+    finally:
+        await follower.aclose()
+        await leader.aclose()
+    assert (result.source, result.stale) == ("ram", False)
+
+
+@pytest.fixture
+def follower_user(redis_server: RedisServer, raw: redis_sync.Redis) -> Iterator[str]:
+    """A Redis user the test can forbid the fleet's channel (which drops its subscription
+    and refuses it again) while every other command keeps working."""
+    raw.acl_setuser("follower", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all"])
+    yield redis_server.url.replace("redis://", "redis://follower:pw@")
+    raw.acl_deluser("follower")
+
+
+async def test_a_follower_whose_subscription_drops_falls_back_to_polling(
+    convex: LocalConvex, redis_url: str, raw: redis_sync.Redis, follower_user: str
+) -> None:
+    leader, follower = host(convex, redis_url), host(convex, follower_user)
+    try:
+        await until(lambda: fleet_of(follower).subscribed, "the follower to subscribe")
+        await follower.get_full_prompt(MARCO)
+        edit(convex, MARCO, "Before the drop.")
+        await until_served([follower], MARCO, "Before the drop.")
+        # The channel is forbidden: Redis drops the subscription and refuses a new one.
+        raw.acl_setuser("follower", enabled=True, reset_channels=True)
+        await until(lambda: not fleet_of(follower).subscribed, "the subscription to drop")
+        edit(convex, MARCO, "After the drop.")
+        await until_served([follower], MARCO, "After the drop.")
+        assert fleet_of(follower).own_polls > 0
+        assert leader.fleet_role == "leader"  # the leader was alive all along
+    finally:
+        await follower.aclose()
+        await leader.aclose()
+
+
+async def test_no_edit_is_lost_when_the_leader_is_killed(convex: LocalConvex, redis_server: RedisServer) -> None:
+    redis_server.flush()
+    inbox: queue.Queue[tuple[int, Event]] = queue.Queue()
+    leader = HostProcess.start(0, host_env(convex, redis_server, REFRESH), [PRIYA], 0.1, inbox)
+    followers: list[AgentConfigService] = []
+    try:
+        wait_for(inbox, lambda _i, e: e["ev"] == "role" and e["role"] == "leader", timeout=60)
+        followers = [host(convex, redis_server.url), host(convex, redis_server.url)]
+        assert [f.fleet_role for f in followers] == ["follower", "follower"]
+        for follower in followers:
+            await follower.get_full_prompt(PRIYA)
+        edit(convex, PRIYA, "Before the kill.")
+        await until_served(followers, PRIYA, "Before the kill.")
+        leader.kill()  # SIGKILL: no release of the lease, no goodbye
+        edit(convex, PRIYA, "During the gap.")
+        edit(convex, MARCO, "Also during the gap.")
+        await until(lambda: "leader" in [f.fleet_role for f in followers], "another host to take the lease")
+        await until_served(followers, PRIYA, "During the gap.")
+        await until_served(followers, MARCO, "Also during the gap.")
+        edit(convex, PRIYA, "After the takeover.")
+        await until_served(followers, PRIYA, "After the takeover.")
+    finally:
+        for follower in followers:
+            await follower.aclose()
+        leader.stop()
