@@ -14,6 +14,16 @@ from redis.asyncio import Redis
 
 log = structlog.get_logger(__name__)
 
+# SET NX PX, after clearing a key no holder could have written: another type, or a
+# string without expiry (a lease always has one). Garbage must not block the election.
+_ACQUIRE = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if (kind ~= 'none' and kind ~= 'string') or (kind == 'string' and redis.call('PTTL', KEYS[1]) == -1) then
+  redis.call('DEL', KEYS[1])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -47,7 +57,7 @@ class RedisLease:
     async def acquire(self) -> bool:
         """Take the lease if nobody holds it; True if we hold it now."""
         try:
-            taken = await self._client.set(self._key, self._holder, nx=True, px=self._ttl_ms)
+            taken = await self._client.eval(_ACQUIRE, 1, self._key, self._holder, str(self._ttl_ms))
         except Exception as exc:  # noqa: BLE001 - Redis failing: we do not hold it
             log.warning("lease_acquire_failed", error=type(exc).__name__)
             return False

@@ -246,3 +246,19 @@ async def test_an_infinite_recorded_version_does_not_pin_the_agent(
     assert recorded is not None and float(recorded) == edited
     assert loaded.updated_at == edited
     assert (shared.source, shared.updated_at) == ("redis", edited)
+
+
+@pytest.mark.parametrize("garbage", ["hash", "string without expiry"])
+async def test_a_garbage_leader_lease_does_not_block_the_election(
+    convex: LocalConvex, redis_url: str, raw: redis_sync.Redis, garbage: str
+) -> None:
+    if garbage == "hash":
+        raw.hset(f"{NS}fleet:leader", "holder", "nobody")
+    else:
+        raw.set(f"{NS}fleet:leader", "a host that never expires")
+    main = main_host(convex, redis_url)
+    try:
+        role = main.fleet_role
+    finally:
+        await main.aclose()
+    assert role == "leader"
