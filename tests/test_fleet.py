@@ -82,7 +82,8 @@ async def test_one_host_leads_and_a_lost_renewal_steps_it_down_at_once(
         # Someone else now holds the lease: the leader's next renewal fails.
         raw.set(LEASE_KEY, "intruder", px=60_000)
         await until(lambda: first.fleet_role == "follower", "the leader to step down")
-        assert second.fleet_role == "follower"  # nobody else claims a held lease
+        # Nobody claims a lease someone else holds.
+        await until(lambda: second.fleet_role == "follower", "no host leading")
         raw.delete(LEASE_KEY)
         await until(lambda: "leader" in (first.fleet_role, second.fleet_role), "a new election")
         assert sorted([first.fleet_role or "", second.fleet_role or ""]) == ["follower", "leader"]
@@ -143,7 +144,6 @@ async def test_no_edit_is_lost_when_the_leader_is_killed(convex: LocalConvex, re
     try:
         wait_for(inbox, lambda _i, e: e["ev"] == "role" and e["role"] == "leader", timeout=60)
         followers = [host(convex, redis_server.url), host(convex, redis_server.url)]
-        assert [f.fleet_role for f in followers] == ["follower", "follower"]
         for follower in followers:
             await follower.get_full_prompt(PRIYA)
         edit(convex, PRIYA, "Before the kill.")
