@@ -142,6 +142,7 @@ class FleetCoordinator:
         self._pubsub_client: Redis | None = None
         self.batches_applied = 0
         self.own_polls = 0
+        self.subscriptions = 0  # times the channel was (re)subscribed
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -258,7 +259,10 @@ class FleetCoordinator:
             polling, reason = False, "following"
         if polling != self._polling:
             log.info("fleet_polling_changed", host=self._host, polling=polling, reason=reason)
-            self._watching = self._watching and polling
+            if not polling:
+                # We stop recording: withdraw our heartbeat rather than let it vouch on.
+                self._watching = False
+                await self._tier.end_watch(self._host)
         self._polling = polling
         return polling
 
@@ -312,6 +316,7 @@ class FleetCoordinator:
             # We may have missed batches while down: one poll of our own covers them.
             self._catch_up = resubscribing
             self._subscribed = True
+            self.subscriptions += 1
             log.info("fleet_subscribed", host=self._host, catchUp=resubscribing)
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)

@@ -45,6 +45,7 @@ class RedisLease:
         self._key = key
         self._holder = holder
         self._ttl_ms = ttl_ms
+        self._failing = False  # log a Redis failure once per streak, not on every attempt
 
     @property
     def ttl_ms(self) -> int:
@@ -59,8 +60,9 @@ class RedisLease:
         try:
             taken = await self._client.eval(_ACQUIRE, 1, self._key, self._holder, str(self._ttl_ms))
         except Exception as exc:  # noqa: BLE001 - Redis failing: we do not hold it
-            log.warning("lease_acquire_failed", error=type(exc).__name__)
+            self._failed("acquire", exc)
             return False
+        self._failing = False
         return bool(taken)
 
     async def renew(self) -> bool:
@@ -68,8 +70,9 @@ class RedisLease:
         try:
             renewed = await self._client.eval(_RENEW, 1, self._key, self._holder, str(self._ttl_ms))
         except Exception as exc:  # noqa: BLE001
-            log.warning("lease_renew_failed", error=type(exc).__name__)
+            self._failed("renew", exc)
             return False
+        self._failing = False
         return bool(renewed == 1)
 
     async def release(self) -> None:
@@ -77,7 +80,12 @@ class RedisLease:
         try:
             await self._client.eval(_RELEASE, 1, self._key, self._holder)
         except Exception as exc:  # noqa: BLE001
-            log.warning("lease_release_failed", error=type(exc).__name__)
+            self._failed("release", exc)
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        if not self._failing:
+            log.warning("lease_redis_failed", operation=operation, error=type(exc).__name__)
+        self._failing = True
 
     async def current_holder(self) -> str | None:
         try:

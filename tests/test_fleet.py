@@ -16,7 +16,8 @@ from bench.fleet import Event, HostProcess, host_env, wait_for
 from devtools.processes import LocalConvex, RedisServer
 from services import AgentConfigService
 from services.file_store import local_backend_id
-from services.fleet import FleetCoordinator
+from services.fleet import FleetCoordinator, FleetMessageError, decode_batch, encode_batch
+from services.store import AgentVersion
 from tests.helpers import convex_service
 
 PRIYA = local_backend_id(0)
@@ -160,3 +161,44 @@ async def test_no_edit_is_lost_when_the_leader_is_killed(convex: LocalConvex, re
         for follower in followers:
             await follower.aclose()
         leader.stop()
+
+
+@pytest.mark.parametrize(
+    "raw_batch",
+    [
+        b"\x80 not json",
+        b"[1, 2, 3]",
+        b'{"leader": "h", "cursorMs": "NaN", "pollSeconds": 0, "rows": []}',
+        b'{"leader": "h", "cursorMs": 1e999, "pollSeconds": 0, "rows": []}',
+        b'{"leader": "h", "cursorMs": 1, "pollSeconds": 0, "rows": [{"agentId": "a", "updatedAt": true}]}',
+        b'{"leader": "h", "cursorMs": 1, "pollSeconds": 0, "rows": [{"agentId": "", "updatedAt": 1}]}',
+        b'{"leader": "h", "cursorMs": 1, "pollSeconds": 0, "rows": ["a"]}',
+    ],
+)
+def test_a_malformed_batch_is_a_typed_rejection(raw_batch: bytes) -> None:
+    with pytest.raises(FleetMessageError):
+        decode_batch(raw_batch)
+
+
+def test_a_batch_round_trips_with_its_deletes() -> None:
+    rows = [AgentVersion("a", 1.0), AgentVersion("b", 2.5, deleted=True)]
+    assert decode_batch(encode_batch("host", rows, 10.0, 0.25)) == ("host", rows, 10.0, 0.25)
+
+
+async def test_garbage_on_the_channel_does_not_stop_a_follower(
+    convex: LocalConvex, redis_url: str, raw: redis_sync.Redis
+) -> None:
+    leader, follower = host(convex, redis_url), host(convex, redis_url)
+    try:
+        await until(lambda: fleet_of(follower).subscribed, "the follower to subscribe")
+        await follower.get_full_prompt(PRIYA)
+        raw.publish("voiceagent:fleet:changes", b"\x80 garbage")
+        raw.publish("voiceagent:fleet:changes", b'{"rows": [{"agentId": 5}]}')
+        edit(convex, PRIYA, "After the garbage.")
+        applied = fleet_of(follower).batches_applied
+        await until_served([follower], PRIYA, "After the garbage.")
+        await until(lambda: fleet_of(follower).batches_applied > applied, "a batch after the garbage")
+        assert fleet_of(follower).subscriptions == 1  # the subscription never dropped
+    finally:
+        await follower.aclose()
+        await leader.aclose()
