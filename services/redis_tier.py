@@ -110,7 +110,8 @@ return 0
 # KEYS[1] = v:<agent>, KEYS[2] = watchers, KEYS[3] = watch_since.
 # Returns {u, w, trusted} or nil when the agent has no (usable) record.
 _GET_VERSION = (
-    _NOW_MS
+    "#!lua flags=no-writes\n"  # a read: runs during a write pause and on replicas
+    + _NOW_MS
     + _FINITE
     + """
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return nil end

@@ -62,19 +62,22 @@ async def test_after_a_redis_gap_the_heartbeat_does_not_vouch_for_versions_it_ne
         await main.refresh_now()
         before = await first.get_full_prompt(PRIYA)  # recorded in v:, vouched for by main
         await first.aclose()
-        # Redis stops answering the main process's writes: its tier rests while its cursor
-        # moves past an edit (the poll succeeds against Convex, the record does not).
-        raw.client_pause(1500, all=False)  # writes (and scripts) wait; reads go on
+        # Redis stops taking the main process's writes: its tier rests while its cursor
+        # moves on past an edit (each poll succeeds against Convex, each record fails).
+        raw.client_pause(3000, all=False)  # writes (and writing scripts) wait; reads go on
         edit(convex, PRIYA, "Gap edit: closed on Mondays.")
-        await main.refresh_now()
-        clock.advance(60)  # the rest ends, and the edit falls behind the overlap window
-        await main.refresh_now()  # records nothing new, beats again
+        await main.refresh_now()  # sees the edit, cannot record it: the tier rests
+        clock.advance(60)
+        await main.refresh_now()  # sees it again (overlap window), cannot record it
+        raw.set(f"{NS}probe", "1")  # returns once the pause is over
+        clock.advance(6)
+        await main.refresh_now()  # the edit is behind the window now: nothing to record; beats
         after = await second.get_full_prompt(PRIYA)
     finally:
         await second.aclose()
         await main.aclose()
     assert "Gap edit" not in before.prompt
-    assert "Gap edit: closed on Mondays." in after.prompt
+    assert ("Gap edit: closed on Mondays." in after.prompt, after.source) == (True, "db")
 
 
 # ---------------------------------------------------------------- item 3: one heartbeat per host
