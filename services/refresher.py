@@ -6,6 +6,10 @@ everything stamped since the newest stamp seen (or the last poll) minus the over
 window that ``agents:changedSince`` documents; rows are applied forward-only, so the
 overlap re-reads cost nothing but bandwidth. The cursor starts at "now": a new worker
 never scans the whole agents table.
+
+With Redis, ``hooks`` (services/fleet.py) decide whether this host polls at all (only
+the fleet's leader, or a follower that hears no leader), and record, vouch for and
+publish each poll; followers feed published batches through :meth:`apply`.
 """
 
 from __future__ import annotations
