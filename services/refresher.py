@@ -85,8 +85,10 @@ class VersionRefresher:
         self._cursor_ms = cursor_ms
 
     def follow(self, cursor_ms: float) -> None:
-        """Another host polled up to ``cursor_ms`` and published what it saw."""
-        self._cursor_ms = max(self._cursor_ms, cursor_ms)
+        """Another host polled up to ``cursor_ms`` and published what it saw. A cursor
+        beyond our own clock plus the overlap window is not believed past that point."""
+        ceiling = self._clock() * 1000.0 + CHANGED_SINCE_OVERLAP_MS
+        self._cursor_ms = max(self._cursor_ms, min(cursor_ms, ceiling))
 
     async def _run(self) -> None:
         while True:
