@@ -202,3 +202,21 @@ async def test_garbage_on_the_channel_does_not_stop_a_follower(
     finally:
         await follower.aclose()
         await leader.aclose()
+
+
+async def test_a_published_cursor_from_the_future_does_not_hide_later_edits(
+    convex: LocalConvex, redis_url: str, raw: redis_sync.Redis
+) -> None:
+    raw.set(LEASE_KEY, "intruder", px=60_000)  # a leader that is not one of ours
+    follower = host(convex, redis_url)
+    try:
+        await until(lambda: fleet_of(follower).subscribed, "the follower to subscribe")
+        await follower.get_full_prompt(MARCO)
+        batch = encode_batch("intruder", [], time.time() * 1000 + 1e9, 0.0)  # a cursor 11 days ahead
+        raw.publish("voiceagent:fleet:changes", batch)
+        await until(lambda: fleet_of(follower).batches_applied == 1, "the batch to be applied")
+        # The intruder publishes nothing more: the follower polls for itself, from a sane cursor.
+        edit(convex, MARCO, "Seen despite the future cursor.")
+        await until_served([follower], MARCO, "Seen despite the future cursor.")
+    finally:
+        await follower.aclose()
