@@ -11,7 +11,7 @@ LIVEKIT_VERSIONS := v1.13.5 v1.13.4 v1.12.0 v1.9.11
 .PHONY: worker test setup python-deps node-deps system-deps livekit-server lint typecheck pytest vitest local-convex vectors
 
 worker: setup livekit-server
-	$(PY) -m agent.devstack
+	$(PY) -m devtools.devstack
 
 test: setup livekit-server lint typecheck vitest pytest
 
@@ -20,7 +20,7 @@ setup: python-deps node-deps system-deps
 python-deps: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,plot]'
 	touch $@
 
 node-deps: convex/node_modules/.installed

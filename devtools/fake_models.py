@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -21,11 +20,13 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGive
 from livekit.agents.utils import shortuuid
 
 from agent.models import SessionPlan
+from services.logging import prompt_fingerprint
 from services.models import PromptResult
 
 
 def prompt_tag(prompt: str) -> str:
-    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+    """The same fingerprint the worker logs as ``promptHash``, so probes and logs agree."""
+    return prompt_fingerprint(prompt)
 
 
 def reply_for(chat_ctx: llm.ChatContext) -> str:

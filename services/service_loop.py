@@ -18,9 +18,9 @@ T = TypeVar("T")
 
 
 class ServiceLoop:
-    def __init__(self, name: str = "agent-config-service") -> None:
+    def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name="agent-config-service", daemon=True)
         self._started = threading.Event()
 
     def _run(self) -> None:
@@ -38,10 +38,6 @@ class ServiceLoop:
     def start(self) -> None:
         self._thread.start()
         self._started.wait()
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
 
     def on_loop(self) -> bool:
         try:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devtools.processes import (
+    DEMO_SEED,
+    REPO,
     LocalConvex,
     RedisServer,
     ServiceStartError,
@@ -19,8 +20,7 @@ from devtools.processes import (
     start_redis,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_SEED = REPO / "convex" / "seed" / "demo-agents.json"
+__all__ = ["DEMO_SEED", "REPO"]
 IN_CI = os.environ.get("CI") == "true"
 
 

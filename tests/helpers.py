@@ -38,11 +38,15 @@ class FaultyTransport(httpx.AsyncBaseTransport):
     ``mode``: "ok", "503", "garbage" (200 with a non-Convex body), "malformed" (a
     success whose document is broken), "refuse"
     (connection refused), "hang" (never answers). ``hold`` delays requests to one
-    function path until the (thread-safe) event is set, to stage races.
+    function path until the (thread-safe) event is set, to stage races; ``fail_paths``
+    answer 503 for those paths only; ``arrived`` is set when a request for its path
+    comes in (tests wait on it instead of sleeping).
     """
 
     mode: str = "ok"
     hold: dict[str, threading.Event] = field(default_factory=dict)
+    fail_paths: set[str] = field(default_factory=set)
+    arrived: dict[str, threading.Event] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
     _inner: httpx.AsyncHTTPTransport = field(default_factory=httpx.AsyncHTTPTransport)
 
@@ -52,9 +56,11 @@ class FaultyTransport(httpx.AsyncBaseTransport):
         body = json.loads(request.content or b"{}")
         path = body.get("path", "")
         self.seen.append(path)
+        if path in self.arrived:
+            self.arrived[path].set()
         if path in self.hold:
             await asyncio.to_thread(self.hold[path].wait, 30)
-        if self.mode == "503":
+        if self.mode == "503" or path in self.fail_paths:
             return httpx.Response(503, json={"code": "Overloaded", "message": "try later"})
         if self.mode == "garbage":
             return httpx.Response(200, content=b"<html>proxy error</html>")

@@ -9,9 +9,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from agent.loadtest.checker import Served, VersionHistory, count_wrong, is_wrong
-from agent.loadtest.strategies import STRATEGIES
-from agent.loadtest.workload import Workload, join_plan, seed_agents, zipf_weights
+from bench.loadtest.checker import Served, VersionHistory, count_wrong, is_wrong
+from bench.loadtest.strategies import STRATEGIES
+from bench.loadtest.workload import Workload, join_plan, seed_agents, zipf_weights
 from prompts import build_full_prompt
 from tests.conftest import REPO, project_free_env
 
@@ -64,7 +64,7 @@ def test_checker_flags_old_versions_past_the_bound_and_mismatched_text() -> None
 
 def run_loadtest(*args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "agent.loadtest", *args],
+        [sys.executable, "-m", "bench.loadtest", *args],
         cwd=REPO,
         env=project_free_env(),
         capture_output=True,

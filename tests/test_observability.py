@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 
 from devtools.processes import LocalConvex
@@ -16,10 +18,22 @@ from tests.helpers import convex_service
 PRIYA = local_backend_id(0)
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """A test may configure logging for itself: the root handlers, level and structlog's
+    configuration are put back afterwards, so other tests keep theirs."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    saved = structlog.get_config()
+    yield
+    root.handlers, root.level = handlers, level
+    structlog.configure(**saved)
+
+
 async def test_each_resolution_logs_one_event_without_the_prompt(
-    convex: LocalConvex, capsys: pytest.CaptureFixture[str]
+    convex: LocalConvex, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
-    configure_logging(json_logs=True, level=logging.INFO)
+    configure_logging(json_logs=True, level=logging.INFO)  # here: capsys's stream is live only in the test
     before = REGISTRY.get_sample_value("agent_prompt_resolutions_total", {"source": "ram", "stale": "false"}) or 0.0
     service = convex_service(convex)
     try:

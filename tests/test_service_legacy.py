@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from prometheus_client import REGISTRY
+
 from devtools.processes import LocalConvex
 from prompts import build_full_prompt
 from services.file_store import local_backend_id
@@ -51,16 +53,19 @@ async def test_a_write_back_that_loses_the_race_to_an_edit_keeps_the_edit(convex
 
 
 async def test_a_failed_write_back_does_not_fail_the_join(convex: LocalConvex) -> None:
-    release = threading.Event()
-    transport = FaultyTransport(hold={"agents:savePrompt": release})
+    # savePrompt fails from the start: the joins must not see it, the failure is counted
+    # once the background write-back has run (aclose flushes it), and nothing is written.
+    failed = REGISTRY.get_sample_value("agent_prompt_writebacks_total", {"result": "failed"}) or 0.0
+    transport = FaultyTransport(fail_paths={"agents:savePrompt"})
     service = convex_service(convex, transport=transport)
     try:
-        result = await service.get_full_prompt(LARRY)
-        transport.mode = "503"  # the write-back meets a failing Convex
-        release.set()
+        first = await service.get_full_prompt(LARRY)
+        second = await service.get_full_prompt(LARRY)
     finally:
         await service.aclose()
-    assert result.source == "build"
+    assert (first.source, second.source) == ("build", "ram")
+    assert second.prompt == first.prompt
+    assert "agents:savePrompt" in transport.seen
+    assert REGISTRY.get_sample_value("agent_prompt_writebacks_total", {"result": "failed"}) == failed + 1
     assert gets(convex) == 1
-    assert "agents:savePrompt" not in convex.stats()["byPath"]
     assert "fullPrompt" not in convex.call("query", "agents:get", {"agentId": LARRY})

@@ -3,7 +3,9 @@ through the model seam), against the real local Convex backend."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest.mock import AsyncMock
@@ -26,7 +28,7 @@ from services import AgentConfigService
 from services.file_store import local_backend_id
 from services.models import PromptResult
 from tests.conftest import demo_agents
-from tests.helpers import convex_service
+from tests.helpers import FaultyTransport, convex_service, gets
 
 PRIYA, MARCO = local_backend_id(0), local_backend_id(1)
 UNKNOWN = "00000000000000000000099999agents"
@@ -146,15 +148,24 @@ async def test_on_request_rejects_agents_known_not_to_exist(service: AgentConfig
     on_accept.assert_not_awaited()
 
 
-async def test_on_request_accepts_and_starts_loading_the_prompt(
-    service: AgentConfigService, convex: LocalConvex
-) -> None:
-    request, on_reject, on_accept = job_request(room_name_for(MARCO, "c"))
-    await accept_or_reject(request, worker_settings(), service)
-    on_reject.assert_not_awaited()
-    on_accept.assert_awaited_once()
-    assert on_accept.await_args is not None
-    assert on_accept.await_args.args[0].attributes == {"agentId": MARCO}
-    result = await service.get_full_prompt(MARCO)  # the prefetch did the read
+async def test_on_request_accepts_and_starts_loading_the_prompt(convex: LocalConvex) -> None:
+    # The read is held at the transport: it can only have been sent by on_request's
+    # prefetch, since nothing else asks for the agent before the wait below.
+    release, arrived = threading.Event(), threading.Event()
+    transport = FaultyTransport(hold={"agents:get": release}, arrived={"agents:get": arrived})
+    svc = convex_service(convex, transport=transport)
+    try:
+        request, on_reject, on_accept = job_request(room_name_for(MARCO, "c"))
+        await accept_or_reject(request, worker_settings(), svc)
+        on_reject.assert_not_awaited()
+        on_accept.assert_awaited_once()
+        assert on_accept.await_args is not None
+        assert on_accept.await_args.args[0].attributes == {"agentId": MARCO}
+        assert await asyncio.to_thread(arrived.wait, 10), "on_request did not start loading the prompt"
+        release.set()
+        result = await svc.get_full_prompt(MARCO)  # joins the prefetch's load, or hits RAM
+    finally:
+        release.set()
+        await svc.aclose()
     assert result.source in ("db", "ram")
-    assert convex.stats()["byPath"]["agents:get"] == 1
+    assert gets(convex) == 1

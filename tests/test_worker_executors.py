@@ -22,7 +22,7 @@ def drive(convex: LocalConvex, tmp_path: Path, rooms: list[str], **env: str) -> 
     (tmp_path / "rooms.json").write_text(json.dumps(rooms))
     clean = project_free_env()
     result = subprocess.run(
-        [sys.executable, "-m", "agent.loadtest.executor_driver", "--rooms", str(tmp_path / "rooms.json"),
+        [sys.executable, "-m", "devtools.executor_driver", "--rooms", str(tmp_path / "rooms.json"),
          "--concurrency", "1", "--out", str(tmp_path / "out.json")],
         cwd=REPO,
         env={

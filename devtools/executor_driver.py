@@ -1,6 +1,6 @@
 """Feeds joins to the real worker through livekit-agents' real executors.
 
-    python -m agent.loadtest.executor_driver --rooms rooms.json --concurrency 8 --out out.json
+    python -m devtools.executor_driver --rooms rooms.json --concurrency 8 --out out.json
 
 Runs the worker's ``AgentServer`` unregistered (production defaults, so PROCESS mode
 keeps warm idle processes) and ``simulate_job``s one job per room, at most

@@ -1,7 +1,7 @@
 """Create a test room for an agent, with a dispatch, and print how to join it.
 
-    python -m agent.devroom Priya            # a demo agent by name
-    python -m agent.devroom 000...10000agents --suffix my-test
+    python -m devtools.devroom Priya            # a demo agent by name
+    python -m devtools.devroom 000...10000agents --suffix my-test
 
 Uses LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET (default: the local dev
 server on 127.0.0.1:7880 that ``make worker`` starts) and AGENT_NAME (the worker's

@@ -1,6 +1,6 @@
-"""``python -m agent.loadtest``: simulated joins, every strategy in one run.
+"""``python -m bench.loadtest``: simulated joins, every strategy in one run.
 
-    python -m agent.loadtest --agents 50 --zipf 1.1 --joins 500 --concurrency 8 \\
+    python -m bench.loadtest --agents 50 --zipf 1.1 --joins 500 --concurrency 8 \\
         --edits-per-minute 30 --latency-ms 100 --seed 7 --json out.json --plot out.png
 
 Starts the local Convex backend (seeded with ``--agents`` agents, answering after
@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 
-from agent.loadtest.checker import VersionHistory, count_wrong
-from agent.loadtest.report import Progress, percentile, plot, table, write_json
-from agent.loadtest.strategies import STRATEGIES, WORKER_STRATEGIES, Outcome, Target, run_strategy
-from agent.loadtest.workload import Workload, edit_picker, join_plan, pick_agent, seed_agents
+from bench.loadtest.checker import VersionHistory, count_wrong
+from bench.loadtest.report import Progress, percentile, plot, table, write_json
+from bench.loadtest.strategies import STRATEGIES, WORKER_STRATEGIES, Outcome, Target, run_strategy
+from bench.loadtest.workload import Workload, edit_picker, join_plan, pick_agent, seed_agents
 from devtools.fake_models import prompt_tag
 from devtools.processes import LocalConvex, start_livekit, start_local_convex, start_redis
 from prompts import build_full_prompt

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.loadtest.baselines import NoCacheService, Resolved, SeedAgentConfigService
-from agent.loadtest.checker import Served
 from agent.targeting import room_name_for
+from bench.loadtest.baselines import NoCacheService, Resolved, SeedAgentConfigService
+from bench.loadtest.checker import Served
 from devtools.fake_models import prompt_tag
 from devtools.processes import REPO, LiveKitServer, LocalConvex
 
@@ -135,7 +135,7 @@ async def run_through_executor(target: Target, executor: str, use_redis: bool) -
         events = folder / "events.jsonl"
         env = _worker_env(target, executor, use_redis, events)
         env["LIVEKIT_URL"] = "ws://127.0.0.1:9"  # unregistered: never dialled
-        args = [sys.executable, "-m", "agent.loadtest.executor_driver", "--rooms", str(folder / "rooms.json"),
+        args = [sys.executable, "-m", "devtools.executor_driver", "--rooms", str(folder / "rooms.json"),
                 "--concurrency", str(target.concurrency), "--out", str(folder / "out.json")]  # fmt: skip
         log = (folder / "driver.log").open("w")
         try:

@@ -33,7 +33,7 @@ def main() -> int:
         print(f"devstack: livekit-server --dev on {livekit.url} (key devkey, secret secret)", flush=True)
     if not env.get("CONVEX_URL"):
         print("devstack: CONVEX_URL unset, agents come from the embedded agents file", flush=True)
-    print("devstack: create a test room with `.venv/bin/python -m agent.devroom Priya`", flush=True)
+    print("devstack: create a test room with `.venv/bin/python -m devtools.devroom Priya`", flush=True)
     try:
         return subprocess.call([sys.executable, "-m", "agent", "dev"], env=env)
     except KeyboardInterrupt:

@@ -1,2 +1,0 @@
-"""``python -m agent.loadtest``: simulated joins against the local Convex backend, every
-caching strategy side by side in one run (see README "Load test")."""
