@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.loadtest.report import percentile
+from bench.loadtest.report import percentile
 from devtools.processes import REPO, LocalConvex, RedisServer, start_local_convex, start_redis
 from services.file_store import local_backend_id
 from tests.conftest import DEMO_SEED, demo_agents, project_free_env
