@@ -40,9 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadtest.report import percentile
-from devtools.processes import REPO, LocalConvex, RedisServer, start_local_convex, start_redis
+from devtools.processes import DEMO_SEED, REPO, LocalConvex, RedisServer, start_local_convex, start_redis
 from services.file_store import local_backend_id
-from tests.conftest import DEMO_SEED, demo_agents, project_free_env
 
 Event = dict[str, Any]
 
@@ -112,7 +111,9 @@ class HostProcess:
 
 
 def host_env(convex: LocalConvex, redis: RedisServer | None, refresh: float) -> dict[str, str]:
-    env = project_free_env() | {
+    """This environment less the project's own settings, plus the fleet's."""
+    ours = ("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT", "OPENAI_", "PROBE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)} | {
         "CONVEX_URL": convex.url,
         "CONVEX_DEPLOY_KEY": convex.deploy_key,
         "PROMPT_REFRESH_SECONDS": str(refresh),
@@ -154,12 +155,12 @@ def current_leader(hosts: list[HostProcess]) -> HostProcess | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    agents = [local_backend_id(i) for i in range(len(demo_agents()))]
+    seeded = json.loads(DEMO_SEED.read_text(encoding="utf-8"))["agents"]
+    agents = [local_backend_id(i) for i in range(len(seeded))]
     convex = start_local_convex(seed=DEMO_SEED)
     redis = start_redis() if args.redis else None
     hosts: list[HostProcess] = []
     try:
-        base = {a: convex.call("query", "agents:get", {"agentId": a})["systemPrompt"] for a in agents}
         inbox: queue.Queue[tuple[int, Event]] = queue.Queue()
         env = host_env(convex, redis, args.refresh)
         hosts = [HostProcess.start(i, env, agents, args.resolve_interval, inbox) for i in range(args.hosts)]
@@ -168,31 +169,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             index, _ = wait_for(inbox, lambda _i, e: e["ev"] == "ready", timeout=180)
             ready.add(index)
         print(f"{len(hosts)} hosts ready", file=sys.stderr)
-
         before = convex.stats()["byPath"]
         started = time.time()
-        edits: list[Edit] = []
-        killed: tuple[HostProcess, float] | None = None
-        period = 60.0 / args.edits_per_minute if args.edits_per_minute > 0 else float("inf")
-        next_edit = started + period / 2
-        end = started + args.seconds
-        seq = 0
-        while time.time() < end:
-            now = time.time()
-            if killed is None and args.kill_leader_at is not None and now - started >= args.kill_leader_at:
-                leader = current_leader(hosts)
-                if leader is not None:
-                    leader.kill()
-                    killed = (leader, time.time())
-                    print(f"killed leader host {leader.index}", file=sys.stderr)
-            if now >= next_edit:
-                agent_id = agents[seq % len(agents)]
-                seq += 1
-                text = f"{base[agent_id]} [edit {agent_id} {seq}]"
-                result = convex.call("mutation", "agents:update", {"agentId": agent_id, "systemPrompt": text})
-                edits.append(Edit(agent_id, seq, float(result["updatedAt"]), time.time()))
-                next_edit += period
-            time.sleep(min(0.05, max(0.0, min(next_edit, end) - time.time())))
+        edits, killed = edit_and_kill(args, convex, agents, hosts, started)
         # Let the last edits propagate (bounded: refresh + a few seconds), then count.
         settle_deadline = time.time() + args.refresh * 3 + 5
         survivors = [h for h in hosts if h.alive]
@@ -208,6 +187,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         convex.stop()
 
     return report(args, hosts, edits, killed, before, after, elapsed_min)
+
+
+def edit_and_kill(
+    args: argparse.Namespace, convex: LocalConvex, agents: list[str], hosts: list[HostProcess], started: float
+) -> tuple[list[Edit], tuple[HostProcess, float] | None]:
+    """Edit agents round-robin at ``--edits-per-minute`` for ``--seconds``; SIGKILL the
+    leader at ``--kill-leader-at``. Returns the edits and (killed host, when)."""
+    base = {a: convex.call("query", "agents:get", {"agentId": a})["systemPrompt"] for a in agents}
+    edits: list[Edit] = []
+    killed: tuple[HostProcess, float] | None = None
+    period = 60.0 / args.edits_per_minute if args.edits_per_minute > 0 else float("inf")
+    next_edit = started + period / 2
+    end = started + args.seconds
+    seq = 0
+    while time.time() < end:
+        now = time.time()
+        if killed is None and args.kill_leader_at is not None and now - started >= args.kill_leader_at:
+            leader = current_leader(hosts)
+            if leader is not None:
+                leader.kill()
+                killed = (leader, time.time())
+                print(f"killed leader host {leader.index}", file=sys.stderr)
+        if now >= next_edit:
+            agent_id = agents[seq % len(agents)]
+            seq += 1
+            text = f"{base[agent_id]} [edit {agent_id} {seq}]"
+            result = convex.call("mutation", "agents:update", {"agentId": agent_id, "systemPrompt": text})
+            edits.append(Edit(agent_id, seq, float(result["updatedAt"]), time.time()))
+            next_edit += period
+        time.sleep(min(0.05, max(0.0, min(next_edit, end) - time.time())))
+    return edits, killed
 
 
 def _first_seen(host: HostProcess, edit: Edit) -> float | None:
