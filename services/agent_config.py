@@ -43,6 +43,7 @@ from services.errors import (
     store_error_kind,
 )
 from services.file_store import FileAgentStore
+from services.fleet import FleetCoordinator, FleetRole
 from services.hints import InvalidHintError, parse_version_hint
 from services.logging import prompt_fingerprint
 from services.models import AgentConfig, AgentRecord, PromptResult, PromptSource, cache_key
@@ -95,6 +96,7 @@ class AgentConfigService:
         self._store: AgentStore | None = None
         self._redis: RedisTier | None = None
         self._refresher: VersionRefresher | None = None
+        self._fleet: FleetCoordinator | None = None
         self._inflight: dict[tuple[str, float | None], asyncio.Task[PromptResult]] = {}
         self._writebacks: dict[tuple[str, float], asyncio.Task[None]] = {}
         self._writebacks_done: LruDict[tuple[str, float], bool] = LruDict(10_000)
@@ -119,14 +121,20 @@ class AgentConfigService:
                 clock=self._clock,
             )
         if run_refresher:
+            if self._redis is not None:
+                interval = settings.refresh_seconds
+                self._fleet = FleetCoordinator(self._redis, interval_seconds=interval, clock=self._clock)
             self._refresher = VersionRefresher(
                 self._store,
                 self._index,
                 interval_seconds=settings.refresh_seconds,
                 on_new_version=self._on_new_version,
-                redis=self._redis,
+                hooks=self._fleet,
                 clock=self._clock,
             )
+            if self._fleet is not None:
+                self._fleet.attach(self._refresher)
+                await self._fleet.start()
             self._refresher.start()
 
     # ------------------------------------------------------------------ public API
@@ -216,6 +224,16 @@ class AgentConfigService:
             await self._loop.run(self._close_on_loop())
         finally:
             self._loop.stop()
+
+    @property
+    def fleet_role(self) -> FleetRole | None:
+        """ "leader" or "follower" with Redis and a refresher; None otherwise."""
+        return None if self._fleet is None else self._fleet.role
+
+    @property
+    def fleet(self) -> FleetCoordinator | None:
+        """The fleet membership (Redis and a refresher only), for the simulator and tests."""
+        return self._fleet
 
     @property
     def ram_entries(self) -> int:
@@ -349,21 +367,29 @@ class AgentConfigService:
 
     async def _from_redis(self, agent_id: str, version: float | None) -> PromptResult | None:
         assert self._redis is not None
-        if version is None:
-            shared_version = await self._redis.get_version(agent_id)
-            if shared_version is None:
-                return None
+        # A dispatch hint is a lower bound, never proof that a version is current: ask
+        # Redis which version a live watcher vouches for, hint or not.
+        shared_version = await self._redis.get_version(agent_id)
+        if shared_version is not None:
             self._index.observe(agent_id, shared_version.updated_at, shared_version.confirmed_at)
-            version = self._index.get(agent_id)
-            if version is None:
-                return None
-            cached = await self._from_ram(agent_id, version)
-            if cached is not None:
-                return cached
-        shared = await self._redis.get_prompt(agent_id, version)
-        if shared is None or self._age(agent_id, version, shared.loaded_at) >= self._settings.ttl_seconds:
+            wanted = self._wanted_version(agent_id, version)
+            if wanted is not None and wanted != version:
+                version = wanted
+                cached = await self._from_ram(agent_id, version)
+                if cached is not None:
+                    return cached
+        if version is None:
             return None
-        await self._ram_put(shared.agent, shared.prompt, shared.loaded_at)
+        # Fresh only if this process knows the version is current (its own index, fed by
+        # its refresher or a vouched-for Redis version); a ``p:`` entry's own ``loadedAt``
+        # (another process's clock) proves nothing about later edits.
+        confirmed = self._index.confirmed_at(agent_id, version)
+        if confirmed is None or self._clock() - confirmed >= self._settings.ttl_seconds:
+            return None
+        shared = await self._redis.get_prompt(agent_id, version)
+        if shared is None:
+            return None
+        await self._ram_put(shared.agent, shared.prompt, confirmed)
         return PromptResult(shared.prompt, "redis", version, False, shared.agent)
 
     async def _stale_fallback(self, agent_id: str) -> PromptResult | None:
@@ -492,6 +518,8 @@ class AgentConfigService:
     async def _close_on_loop(self) -> None:
         if self._refresher is not None:
             await self._refresher.aclose()
+        if self._fleet is not None:
+            await self._fleet.aclose()
         pending = list(self._writebacks.values())
         if pending:
             _, not_done = await asyncio.wait(pending, timeout=WRITEBACK_FLUSH_SECONDS)

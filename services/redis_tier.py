@@ -1,32 +1,42 @@
-"""The shared tier: prompts and a version index in Redis, through aiocache's Redis backend.
+"""The shared tier: prompts and a version index in Redis (redis-py's asyncio client).
 
 Under LiveKit's PROCESS executor every job is a fresh process with an empty RAM tier;
-this tier is what lets such a job skip Convex. It holds
+this tier is what lets such a job skip Convex. Under the namespace it holds
 
-- ``p:<agentId>:<updatedAt>``: a prompt and the agent's config (expires after the
-  stale-if-error window, so old versions do not pile up);
-- ``v:<agentId>``: the newest version any process has seen, with when it was seen
-  (only ever moved forward, by a Lua compare-and-set);
-- ``hb``: the heartbeat of a running refresher: ``since`` (when its unbroken watch of
-  the change feed began) and ``at`` (its last successful poll).
+- ``:p:<agentId>:<updatedAt>``: a prompt and the agent's config as JSON (expires after
+  the stale-if-error window, so old versions do not pile up). The extra colon is the
+  layout aiocache gave these keys before; keeping it lets a rolling upgrade share them;
+- ``v:<agentId>``: a hash, the newest version any process has seen (``u``) and when it
+  was recorded (``w``, the Redis server's clock); only ever moved forward, by a Lua
+  compare-and-set;
+- ``watchers`` (sorted set, host -> expiry) and ``watch_since`` (hash, host -> start):
+  one heartbeat per host that watches the change feed and records every row it sees.
+  ``since`` is when that host's unbroken watch began; the entry is live until its
+  expiry. Every stamp is taken from the Redis server's ``TIME``, so no two hosts'
+  clocks are ever compared.
 
-A version from ``v:`` is trusted only while a refresher's heartbeat is recent and its
-watch began before that version was recorded: then any later edit would have moved
-it. Redis failing never fails a join: every call here answers "nothing" instead, and
-after a failure the tier rests for a few seconds rather than paying a timeout per call.
+A version from ``v:`` is trusted only while some watcher is live and its watch began
+before that version was recorded: then any later edit would have moved it.
+
+Redis failing never fails a join: every call here answers "nothing" instead, and
+after a connection failure the tier rests for a few seconds rather than paying a
+timeout per call. A key written by something else (not JSON, a wrong type, a
+non-finite number) is absent for that key only, and the next good write replaces it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import structlog
-from aiocache import RedisCache
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 
 from services import metrics
 from services.models import AgentConfig, cache_key
@@ -34,17 +44,93 @@ from services.store import AgentVersion
 
 log = structlog.get_logger(__name__)
 
-_BUMP_VERSION = """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'u'))
+# Redis errors about one key (a wrong type, a script refusing garbage): that key is
+# absent, the tier keeps serving every other key.
+_KEY_ERRORS = (redis_errors.ResponseError, redis_errors.DataError)
+
+_NOW_MS = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+# A number Lua can compare: nil for missing, non-numeric, NaN or infinite values.
+_FINITE = """
+local function finite(x)
+  local n = tonumber(x)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
+  return n
+end
+"""
+
+# KEYS[1] = v:<agent>; ARGV[1] = the version seen. Returns 1 if it moved forward.
+_BUMP_VERSION = (
+    _NOW_MS
+    + _FINITE
+    + """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
+local cur = finite(redis.call('HGET', KEYS[1], 'u'))
 local new = tonumber(ARGV[1])
 if cur == nil or cur < new then
-  redis.call('HSET', KEYS[1], 'u', ARGV[1], 'w', ARGV[2])
+  redis.call('HSET', KEYS[1], 'u', ARGV[1], 'w', now)
   return 1
 elseif cur == new then
-  redis.call('HSET', KEYS[1], 'w', ARGV[2])
+  redis.call('HSET', KEYS[1], 'w', now)
 end
 return 0
 """
+)
+
+# KEYS[1] = watchers, KEYS[2] = watch_since; ARGV = host, ttl ms, "1" to start a new watch.
+# Returns the watch's start (Redis ms).
+_HEARTBEAT = (
+    _NOW_MS
+    + _FINITE
+    + """
+if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end
+if redis.call('TYPE', KEYS[2]).ok ~= 'hash' then redis.call('DEL', KEYS[2]) end
+local expiry = finite(redis.call('ZSCORE', KEYS[1], ARGV[1]))
+local since = finite(redis.call('HGET', KEYS[2], ARGV[1]))
+if ARGV[3] == '1' or expiry == nil or expiry < now or since == nil then
+  since = now
+  redis.call('HSET', KEYS[2], ARGV[1], since)
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)) do
+  redis.call('HDEL', KEYS[2], dead)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+return tostring(since)
+"""
+)
+
+# KEYS[1] = watchers, KEYS[2] = watch_since; ARGV[1] = host. Ends that host's watch.
+_END_WATCH = """
+if redis.call('TYPE', KEYS[1]).ok == 'zset' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+if redis.call('TYPE', KEYS[2]).ok == 'hash' then redis.call('HDEL', KEYS[2], ARGV[1]) end
+return 0
+"""
+
+# KEYS[1] = v:<agent>, KEYS[2] = watchers, KEYS[3] = watch_since.
+# Returns {u, w, trusted} or nil when the agent has no (usable) record.
+_GET_VERSION = (
+    "#!lua flags=no-writes\n"  # a read: runs during a write pause and on replicas
+    + _NOW_MS
+    + _FINITE
+    + """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return nil end
+local u = finite(redis.call('HGET', KEYS[1], 'u'))
+local w = finite(redis.call('HGET', KEYS[1], 'w'))
+if u == nil or w == nil then return nil end
+local trusted = 0
+if redis.call('TYPE', KEYS[2]).ok == 'zset' and redis.call('TYPE', KEYS[3]).ok == 'hash' then
+  for _, host in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')) do
+    local since = finite(redis.call('HGET', KEYS[3], host))
+    if since ~= nil and since <= w then
+      trusted = 1
+      break
+    end
+  end
+end
+return {redis.call('HGET', KEYS[1], 'u'), redis.call('HGET', KEYS[1], 'w'), trusted}
+"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +144,9 @@ class SharedPrompt:
 class SharedVersion:
     updated_at: float
     confirmed_at: float
+    """For a trusted version, when this process asked (its own clock); otherwise the
+    recording's stamp on the Redis server's clock."""
+    trusted: bool = True
 
 
 def _agent_to_json(agent: AgentConfig) -> dict[str, Any]:
@@ -80,8 +169,37 @@ def _agent_from_json(data: dict[str, Any]) -> AgentConfig:
     )
 
 
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, or None (missing, garbage, NaN, infinite)."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _decode_prompt(raw: object, agent_id: str, updated_at: float) -> SharedPrompt | None:
+    """A ``p:`` value, or None for anything this version of the code did not write."""
+    if not isinstance(raw, (bytes, str)):
+        return None
+    try:
+        data = json.loads(raw)
+        agent = _agent_from_json(data["agent"])
+        prompt = data["prompt"]
+        loaded_at = _finite(data["loadedAt"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if loaded_at is None or not isinstance(prompt, str) or agent.agent_id != agent_id or agent.updated_at != updated_at:
+        return None
+    return SharedPrompt(prompt, agent, loaded_at)
+
+
 class RedisTier:
-    """Owned by the service loop: aiocache's client is bound to the loop that uses it."""
+    """Owned by the service loop: the asyncio client is bound to the loop that uses it."""
 
     def __init__(
         self,
@@ -94,19 +212,14 @@ class RedisTier:
         rest_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        parsed = urlparse(url)
-        self._cache = RedisCache(
-            endpoint=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 6379,
-            db=int((parsed.path or "/0").lstrip("/") or 0),
-            password=parsed.password,
-            ssl=parsed.scheme == "rediss",
-            namespace=namespace,
-            timeout=op_timeout_seconds,
-            create_connection_timeout=op_timeout_seconds,
+        self._url = url
+        self._client: Redis = Redis.from_url(
+            url, socket_timeout=op_timeout_seconds, socket_connect_timeout=op_timeout_seconds
         )
+        self._ns = namespace
+        self._op_timeout = op_timeout_seconds
         self._prompt_ttl = max(int(prompt_ttl_seconds), 1)
-        self._trust = trust_seconds
+        self._trust_ms = max(int(trust_seconds * 1000), 1)
         self._rest = rest_seconds
         self._clock = clock
         self._resting_until = 0.0
@@ -115,101 +228,159 @@ class RedisTier:
     def available(self) -> bool:
         return self._clock() >= self._resting_until
 
+    @property
+    def namespace(self) -> str:
+        return self._ns
+
+    @property
+    def client(self) -> Redis:
+        """The shared connection pool, for the fleet's lease, cursor and channel."""
+        return self._client
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def key(self, name: str) -> str:
+        return f"{self._ns}{name}"
+
+    def _prompt_key(self, agent_id: str, updated_at: float) -> str:
+        return f"{self._ns}:p:{cache_key(agent_id, updated_at)}"
+
     def _failed(self, operation: str, exc: BaseException) -> None:
         if self.available:
             log.warning("redis_tier_unavailable", operation=operation, error=type(exc).__name__, restSeconds=self._rest)
         self._resting_until = self._clock() + self._rest
         metrics.REDIS_ERRORS.labels(operation=operation).inc()
 
+    def _bad_key(self, operation: str, exc: BaseException) -> None:
+        log.warning("redis_key_unusable", operation=operation, error=type(exc).__name__)
+        metrics.REDIS_ERRORS.labels(operation=operation).inc()
+
     async def get_prompt(self, agent_id: str, updated_at: float) -> SharedPrompt | None:
         if not self.available:
             return None
         try:
-            data = await self._cache.get(f"p:{cache_key(agent_id, updated_at)}")
+            raw = await self._client.get(self._prompt_key(agent_id, updated_at))
+        except _KEY_ERRORS as exc:
+            self._bad_key("get_prompt", exc)
+            return None
         except Exception as exc:  # noqa: BLE001 - any Redis failure degrades to the next tier
             self._failed("get_prompt", exc)
             return None
-        if not isinstance(data, dict):
-            return None
-        try:
-            agent = _agent_from_json(data["agent"])
-            prompt = data["prompt"]
-            loaded_at = float(data["loadedAt"])
-        except (KeyError, TypeError, ValueError):
-            return None  # written by an incompatible version: treat as absent
-        if not isinstance(prompt, str) or agent.agent_id != agent_id or agent.updated_at != updated_at:
-            return None
-        return SharedPrompt(prompt, agent, loaded_at)
+        return _decode_prompt(raw, agent_id, updated_at)
 
     async def put_prompt(self, agent_id: str, updated_at: float, prompt: str, agent: AgentConfig) -> None:
         if not self.available:
             return
-        payload = {"prompt": prompt, "agent": _agent_to_json(agent), "loadedAt": self._clock()}
-        try:
-            await self._cache.set(f"p:{cache_key(agent_id, updated_at)}", payload, ttl=self._prompt_ttl)
+        payload = json.dumps({"prompt": prompt, "agent": _agent_to_json(agent), "loadedAt": self._clock()})
+        try:  # SET replaces a value of any type: a garbage key is overwritten here
+            await self._client.set(self._prompt_key(agent_id, updated_at), payload, ex=self._prompt_ttl)
+        except _KEY_ERRORS as exc:
+            self._bad_key("put_prompt", exc)
         except Exception as exc:  # noqa: BLE001
             self._failed("put_prompt", exc)
 
-    async def record_versions(self, versions: Iterable[AgentVersion]) -> None:
-        """Move ``v:<agentId>`` forward to versions seen in the store just now."""
+    async def record_versions(self, versions: Iterable[AgentVersion]) -> bool:
+        """Move ``v:<agentId>`` forward to versions seen in the store just now.
+
+        True if every version is recorded (a garbage key is overwritten, not an error);
+        False if the tier rests or failed, so some may be missing."""
         if not self.available:
-            return
-        now = repr(self._clock())
+            return False
+        rows = [v for v in versions if math.isfinite(v.updated_at)]
+        if not rows:
+            return True
         try:
-            for version in versions:
-                key = f"{self._cache.namespace}v:{version.agent_id}"
-                await self._cache.raw("eval", _BUMP_VERSION, 1, key, repr(version.updated_at), now)
+            pipe = self._client.pipeline(transaction=False)
+            for version in rows:
+                pipe.eval(_BUMP_VERSION, 1, self.key(f"v:{version.agent_id}"), repr(version.updated_at))
+            results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # noqa: BLE001
             self._failed("record_versions", exc)
+            return False
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            self._bad_key("record_versions", errors[0])
+            return False
+        return True
 
-    async def heartbeat(self, since: float) -> None:
-        """Claim: every change from ``since`` until now has been recorded."""
+    async def heartbeat(self, host: str, *, new_watch: bool) -> bool:
+        """Claim for ``host``: every change since its watch began has been recorded.
+
+        ``new_watch`` starts the watch over (after a gap in polling or recording): only
+        versions recorded from now on are vouched for. The claim expires on its own
+        after the trust window. False if it could not be made."""
+        if not self.available:
+            return False
+        try:
+            await self._client.eval(
+                _HEARTBEAT,
+                2,
+                self.key("watchers"),
+                self.key("watch_since"),
+                host,
+                str(self._trust_ms),
+                "1" if new_watch else "0",
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._failed("heartbeat", exc)
+            return False
+        return True
+
+    async def end_watch(self, host: str) -> None:
+        """Withdraw ``host``'s heartbeat (it stops polling the feed)."""
         if not self.available:
             return
         try:
-            await self._cache.set("hb", {"since": since, "at": self._clock()})
+            await self._client.eval(_END_WATCH, 2, self.key("watchers"), self.key("watch_since"), host)
         except Exception as exc:  # noqa: BLE001
-            self._failed("heartbeat", exc)
+            self._failed("end_watch", exc)
 
     async def get_version(self, agent_id: str, *, trusted_only: bool = True) -> SharedVersion | None:
-        """The agent's current version if a live refresher vouches for it (or, with
+        """The agent's current version if a live watcher vouches for it (or, with
         ``trusted_only=False``, the newest version recorded at all)."""
         if not self.available:
             return None
         try:
-            beat = await self._cache.get("hb")
-            raw = await self._cache.raw("hgetall", f"{self._cache.namespace}v:{agent_id}")
+            raw = await self._client.eval(
+                _GET_VERSION, 3, self.key(f"v:{agent_id}"), self.key("watchers"), self.key("watch_since")
+            )
+        except _KEY_ERRORS as exc:
+            self._bad_key("get_version", exc)
+            return None
         except Exception as exc:  # noqa: BLE001
             self._failed("get_version", exc)
             return None
-        try:
-            updated_at, written_at = float(raw[b"u"]), float(raw[b"w"])
-        except (KeyError, TypeError, ValueError):
+        if not isinstance(raw, list) or len(raw) != 3:
             return None
-        if not trusted_only:
-            return SharedVersion(updated_at=updated_at, confirmed_at=written_at)
-        try:
-            since, at = float(beat["since"]), float(beat["at"])
-        except (KeyError, TypeError, ValueError):
+        updated_at, written_at = _finite(raw[0]), _finite(raw[1])
+        if updated_at is None or written_at is None:
             return None
-        if self._clock() - at > self._trust or written_at < since:
+        trusted = raw[2] == 1
+        if trusted:
+            return SharedVersion(updated_at=updated_at, confirmed_at=self._clock(), trusted=True)
+        if trusted_only:
             return None
-        return SharedVersion(updated_at=updated_at, confirmed_at=at)
+        return SharedVersion(updated_at=updated_at, confirmed_at=written_at / 1000.0, trusted=False)
 
     async def forget_agent(self, agent_id: str, versions: Iterable[float] = ()) -> None:
         """A deleted agent: drop ``v:<agentId>`` and the prompts of the versions named (and
         of the one ``v:`` pointed at), so no process finds it here again."""
         if not self.available:
             return
-        version_key = f"{self._cache.namespace}v:{agent_id}"
+        version_key = self.key(f"v:{agent_id}")
         try:
-            current = await self._cache.raw("hget", version_key, "u")
-            stamps = {*versions, *([float(current)] if current is not None else [])}
-            keys = [version_key, *(self._cache.build_key(f"p:{cache_key(agent_id, v)}") for v in stamps)]
-            await self._cache.raw("delete", *keys)
+            current = await self._client.hget(version_key, "u")
+            stamps = set(versions)
+            known = _finite(current)
+            if known is not None:
+                stamps.add(known)
+            keys = [version_key, *(self._prompt_key(agent_id, stamp) for stamp in stamps)]
+            await self._client.delete(*keys)
         except Exception as exc:  # noqa: BLE001
             self._failed("forget_agent", exc)
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead connection is not an error
-            await self._cache.close()
+            await self._client.aclose()

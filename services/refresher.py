@@ -6,6 +6,10 @@ everything stamped since the newest stamp seen (or the last poll) minus the over
 window that ``agents:changedSince`` documents; rows are applied forward-only, so the
 overlap re-reads cost nothing but bandwidth. The cursor starts at "now": a new worker
 never scans the whole agents table.
+
+With Redis, ``hooks`` (services/fleet.py) decide whether this host polls at all (only
+the fleet's leader, or a follower that hears no leader), and record, vouch for and
+publish each poll; followers feed published batches through :meth:`apply`.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
 from services import metrics
 from services.errors import StoreAuthError, StoreError
-from services.redis_tier import RedisTier
 from services.store import CHANGED_SINCE_OVERLAP_MS, AgentStore, AgentVersion, rows_answered
 from services.version_index import VersionIndex
 
@@ -32,6 +36,19 @@ FUTURE_STAMP_BOUND_MS = 60_000.0
 MAX_CONCURRENT_RELOADS = 8
 
 
+class RefreshHooks(Protocol):
+    """What a fleet (services/fleet.py) adds to the refresher: whether this host polls
+    at all, and what happens with a poll's rows beyond this process."""
+
+    async def should_poll(self) -> bool:
+        """False while another host's published polls keep this one current."""
+        ...
+
+    async def after_poll(self, rows: list[AgentVersion], started: float, cursor_ms: float) -> None:
+        """A poll that started at ``started`` (this host's clock) succeeded with ``rows``."""
+        ...
+
+
 class VersionRefresher:
     def __init__(
         self,
@@ -40,33 +57,50 @@ class VersionRefresher:
         *,
         interval_seconds: float,
         on_new_version: Callable[[AgentVersion, float], Awaitable[None]],
-        redis: RedisTier | None = None,
+        hooks: RefreshHooks | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._index = index
         self._interval = interval_seconds
         self._on_new_version = on_new_version
-        self._redis = redis
+        self._hooks = hooks
         self._clock = clock
         self._started_at = clock()
         self._cursor_ms = self._started_at * 1000.0
         self._task: asyncio.Task[None] | None = None
         self._warned_ahead: frozenset[tuple[str, float]] = frozenset()
-        self.polls_ok = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="version-refresher")
 
+    @property
+    def cursor_ms(self) -> float:
+        """Where the next poll reads from (before the overlap window)."""
+        return self._cursor_ms
+
+    @property
+    def interval_seconds(self) -> float:
+        return self._interval
+
+    def resume_from(self, cursor_ms: float) -> None:
+        """Continue from another poller's cursor (a fleet takeover): the next poll
+        re-reads from there, overlap window included, so nothing in between is missed."""
+        self._cursor_ms = cursor_ms
+
+    def follow(self, cursor_ms: float) -> None:
+        """Another host polled up to ``cursor_ms`` and published what it saw. A cursor
+        beyond our own clock plus the overlap window is not believed past that point."""
+        ceiling = self._clock() * 1000.0 + CHANGED_SINCE_OVERLAP_MS
+        self._cursor_ms = max(self._cursor_ms, min(cursor_ms, ceiling))
+
     async def _run(self) -> None:
-        if self._redis is not None:
-            # The watch starts now; vouching for it at once lets PROCESS-mode jobs trust
-            # versions recorded from here on without waiting for the first poll.
-            await self._redis.heartbeat(self._started_at)
         while True:
             # Sleep first: the cursor starts at "now", so an immediate poll has nothing to find.
             await asyncio.sleep(self._interval)
             try:
+                if self._hooks is not None and not await self._hooks.should_poll():
+                    continue
                 await self.poll_once()
             except StoreAuthError as exc:
                 metrics.REFRESH_POLLS.labels(result="unauthorized").inc()
@@ -96,24 +130,26 @@ class VersionRefresher:
             seen.update(more)
             rows.extend(more)
             pages += 1
+        fresh = await self.apply(rows, started)
+        self._advance_cursor(rows, started, truncated)
+        if self._hooks is not None:
+            await self._hooks.after_poll(rows, started, self._cursor_ms)
+        metrics.REFRESH_POLLS.labels(result="ok").inc()
+        return fresh
+
+    async def apply(self, rows: list[AgentVersion], at: float) -> list[AgentVersion]:
+        """Apply change-feed rows known complete as of ``at`` (this host's clock): load
+        the new versions of held agents, then confirm every indexed version."""
         fresh = [row for row in rows if (self._index.newest_stamp(row.agent_id) or float("-inf")) < row.updated_at]
         if fresh:
             reloads = asyncio.Semaphore(MAX_CONCURRENT_RELOADS)
 
-            async def apply(row: AgentVersion) -> None:
+            async def apply_one(row: AgentVersion) -> None:
                 async with reloads:
-                    await self._on_new_version(row, started)
+                    await self._on_new_version(row, at)
 
-            await asyncio.gather(*(apply(row) for row in fresh))
-        self._index.confirm_all(started)
-        self._advance_cursor(rows, started, truncated)
-        if self._redis is not None:
-            live = [row for row in rows if not row.deleted]
-            if live:
-                await self._redis.record_versions(live)
-            await self._redis.heartbeat(self._started_at)
-        self.polls_ok += 1
-        metrics.REFRESH_POLLS.labels(result="ok").inc()
+            await asyncio.gather(*(apply_one(row) for row in fresh))
+        self._index.confirm_all(at)
         if fresh:
             log.info("agent_versions_changed", count=len(fresh), agentIds=[row.agent_id for row in fresh[:20]])
         return fresh
