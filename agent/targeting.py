@@ -74,8 +74,8 @@ def resolve_target(room_name: str, metadata: str, pattern: str | None = None) ->
     match = re.fullmatch(pattern or DEFAULT_ROOM_NAME_PATTERN, room_name)
     if match is None or not match.group("agent_id"):
         expected = clip(pattern or DEFAULT_ROOM_NAME_PATTERN, 120)
-        raise JobTargetError(f"room {clip(room_name)!r} does not name an agent (expected {expected})")
+        raise JobTargetError(f"room '{clip(room_name)}' does not name an agent (expected {expected})")
     try:
         return JobTarget(validate_agent_id(match.group("agent_id")), None, "room")
     except InvalidAgentIdError as exc:
-        raise JobTargetError(f"room {clip(room_name)!r}: {clip(str(exc), 160)}") from None
+        raise JobTargetError(f"room '{clip(room_name)}': {clip(str(exc), 160)}") from None

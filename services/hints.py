@@ -36,8 +36,11 @@ def parse_version_hint(value: object) -> float | None:
 
 
 def clip(value: object, limit: int = ECHO_LIMIT) -> str:
-    """``value`` as text of at most ``limit`` characters (plus a marker), for echoing."""
+    """``value`` as printable text of at most ``limit`` characters (plus a marker), for
+    echoing: control and non-ASCII characters are escaped *before* the cut, so an escape
+    can never stretch a clipped value past its bound."""
     text = value if isinstance(value, str) else repr(value) if not isinstance(value, (bytes, bytearray)) else "<bytes>"
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}...(+{len(text) - limit} chars)"
+    head = text[: limit + 1].encode("unicode_escape").decode("ascii")
+    if len(text) <= limit and len(head) <= limit:
+        return head
+    return f"{head[:limit]}...(+{max(len(text) - limit, 1)} chars)"
