@@ -19,7 +19,7 @@ from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobP
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from agent.models import load_session_factory
-from agent.service_holder import close_service, get_service
+from agent.service_holder import close_service, get_service, prepare_host_tier
 from agent.settings import WorkerSettings
 from agent.targeting import JobTarget, JobTargetError, resolve_target
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
@@ -53,6 +53,8 @@ def _ms(since: float) -> float:
 
 def build_server(settings: WorkerSettings) -> AgentServer:
     executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
+    if executor == JobExecutorType.PROCESS:
+        prepare_host_tier()  # before the process pool starts: job processes inherit its directory
     server = AgentServer(
         job_executor_type=executor,
         ws_url=settings.livekit_url,
@@ -89,8 +91,9 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Build the service before the job arrives. Never raises: a failing prewarm makes the
-    worker respawn processes in a loop; the job itself reports what is wrong."""
+    """Build the service before the job arrives (in a PROCESS-mode job process this opens
+    the host tier read-only, off the call's path). Never raises: a failing prewarm makes
+    the worker respawn processes in a loop; the job itself reports what is wrong."""
     try:
         get_service(run_refresher=proc.executor_type == JobExecutorType.THREAD)
     except Exception:

@@ -37,6 +37,7 @@ class VersionRefresher:
         interval_seconds: float,
         on_new_version: Callable[[AgentVersion, float], Awaitable[None]],
         redis: RedisTier | None = None,
+        on_confirmed: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -44,6 +45,7 @@ class VersionRefresher:
         self._interval = interval_seconds
         self._on_new_version = on_new_version
         self._redis = redis
+        self._on_confirmed = on_confirmed  # told when a poll that started then succeeded
         self._clock = clock
         self._started_at = clock()
         self._cursor_ms = self._started_at * 1000.0
@@ -87,6 +89,8 @@ class VersionRefresher:
         if fresh:
             await asyncio.gather(*(self._on_new_version(row, started) for row in fresh))
         self._index.confirm_all(started)
+        if self._on_confirmed is not None:
+            self._on_confirmed(started)
         newest = max((row.updated_at for row in rows), default=float("-inf"))
         self._cursor_ms = max(self._cursor_ms, newest, started * 1000.0)
         if self._redis is not None:
