@@ -51,7 +51,8 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
 
-def build_server(settings: WorkerSettings) -> AgentServer:
+def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> AgentServer:
+    """``http_port``: the health endpoint's port (livekit's default, 8081, unless given; 0: any free one)."""
     executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
     if executor == JobExecutorType.PROCESS:
         prepare_host_tier()  # before the process pool starts: job processes inherit its directory
@@ -62,6 +63,7 @@ def build_server(settings: WorkerSettings) -> AgentServer:
         api_secret=settings.livekit_api_secret.get_secret_value(),
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
+        port=AgentServer._default_port if http_port is None else http_port,
     )
 
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)

@@ -83,7 +83,7 @@ def _as_on_request(room: str, settings: WorkerSettings) -> None:
 async def drive(rooms: list[str] | None, concurrency: int) -> list[dict[str, Any]]:
     """Run ``rooms`` (``None``: read them from stdin, one job at a time, echoing each)."""
     settings = WorkerSettings.from_env()
-    server = build_server(settings)
+    server = build_server(settings, http_port=0)  # drivers may run side by side
     started = asyncio.Event()
     server.on("worker_started", started.set)
     run = asyncio.create_task(server.run(devmode=False, unregistered=True))
