@@ -40,7 +40,10 @@ async def _connect(ctx: JobContext) -> None:
     if ctx.proc.executor_type != JobExecutorType.THREAD:
         await ctx.connect()
         return
-    await asyncio.to_thread(_CONNECT_LOCK.acquire)
+    # Uncontended (the usual case) without a hop: a job loop's first to_thread spawns its
+    # default executor's thread, which cost the median THREAD-mode job several ms.
+    if not _CONNECT_LOCK.acquire(blocking=False):
+        await asyncio.to_thread(_CONNECT_LOCK.acquire)
     try:
         await ctx.connect()
     finally:
@@ -176,6 +179,7 @@ async def _start_session(
     async def resolve() -> PromptResult:
         result = await service.get_full_prompt(target.agent_id, updated_at=target.updated_at)
         timings["promptResolvedMs"] = _ms(started)
+        ctx.proc.userdata["prompt_resolved_at"] = time.time()  # wall clock, for probes
         return result
 
     # The prompt resolves while the room connects.
