@@ -109,6 +109,7 @@ async def drive(rooms: list[str] | None, concurrency: int) -> list[dict[str, Any
         if rooms is not None:
             await asyncio.gather(*(join(i, room) for i, room in enumerate(rooms)))
         else:
+            print("READY", flush=True)
             index = 0
             while line := (await asyncio.to_thread(sys.stdin.readline)).strip():
                 await join(index, line)
