@@ -51,7 +51,8 @@ def test_thread_executor_second_job_resolves_from_ram_without_a_convex_read(
     convex: LocalConvex, tmp_path: Path
 ) -> None:
     events = drive(convex, tmp_path, [PRIYA_ROOM, f"{PRIYA_ROOM}--second"], AGENT_EXECUTOR="thread")
-    assert [e["source"] for e in events] == ["db", "ram"]
+    # The first job meets the load on_request started ("db"), or its result ("ram").
+    assert events[1]["source"] == "ram"
     assert len({e["pid"] for e in events}) == 1
     assert convex.stats()["byPath"].get("agents:get") == 1
 
