@@ -13,7 +13,9 @@ How a join is served (see README "How a prompt is resolved"):
    once past its TTL, for up to the stale-if-error window.
 
 One instance serves a whole worker process: jobs on any thread and any loop may
-call it concurrently.
+call it concurrently. Under the PROCESS executor the main process's instance also
+writes the host tier (``services/host_tier.py``) and each job process's instance reads
+it between steps 1 and 2, on the caller's loop (see "host tier" below).
 """
 
 from __future__ import annotations
