@@ -32,6 +32,7 @@ HOST_CACHE_DIR_ENV = "PROMPT_HOST_CACHE_DIR"
 _lock = threading.Lock()
 _service: AgentConfigService | None = None
 _host_dir: Path | None = None  # set in the main process of a PROCESS-executor worker
+_host_dir_created = False  # by prepare_host_tier(), so removed by this process at exit
 
 
 def get_service(*, run_refresher: bool = True) -> AgentConfigService:
@@ -52,15 +53,22 @@ def prepare_host_tier() -> Path:
     tier's directory and export it, so the forkserver and every job process inherit it.
     A directory created here (``PROMPT_HOST_CACHE_DIR`` unset) is removed at exit. The
     main service creates the tier itself on first use."""
-    global _host_dir  # noqa: PLW0603 - decided once per worker
+    global _host_dir, _host_dir_created  # noqa: PLW0603 - decided once per worker
     with _lock:
         if _host_dir is None:
             configured = os.environ.get(HOST_CACHE_DIR_ENV)
             _host_dir = Path(configured) if configured else default_directory()
+            _host_dir_created = not configured
             os.environ[HOST_CACHE_DIR_ENV] = str(_host_dir)
-            if not configured:
-                atexit.register(shutil.rmtree, _host_dir, ignore_errors=True)
+            atexit.register(remove_host_directory)
         return _host_dir
+
+
+def remove_host_directory() -> None:
+    """Remove the host tier's directory if this process created it (at exit; call it
+    before ``os._exit``, which skips exit handlers)."""
+    if _host_dir is not None and _host_dir_created:
+        shutil.rmtree(_host_dir, ignore_errors=True)
 
 
 def _claim_host_tier() -> HostTier | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from livekit.protocol import models
 
-from agent.service_holder import get_service
+from agent.service_holder import get_service, remove_host_directory
 from agent.settings import WorkerSettings
 from agent.targeting import JobTargetError, resolve_target
 from agent.worker import build_server
@@ -142,6 +142,7 @@ def main() -> None:
         host = service.host_tier
         cache_bytes = host.value_bytes if host is not None else service.ram_prompt_bytes
         args.out.write_text(json.dumps({"joins": results, "cacheBytes": cache_bytes}))
+    remove_host_directory()  # os._exit below skips the exit handler that would
     sys.stdout.flush()
     sys.stderr.flush()
     # A throwaway process: leftover job threads must not keep it alive once the

@@ -74,3 +74,13 @@ def test_without_the_host_tier_a_job_process_resolves_from_redis(
     assert events[1]["source"] == "redis"
     assert events[0]["promptHash"] == events[1]["promptHash"]
     assert len({e["pid"] for e in events}) == 2
+
+
+def test_the_default_host_directory_lives_and_dies_with_the_worker(convex: LocalConvex, tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    left_by_a_dead_worker = temp / "agent-host-tier-4194000-dead"
+    left_by_a_dead_worker.mkdir(parents=True)
+    rooms = [PRIYA_ROOM, f"{PRIYA_ROOM}--second"]
+    events = drive(convex, tmp_path, rooms, AGENT_EXECUTOR="process", TMPDIR=str(temp))
+    assert events[1]["source"] == "host"  # the worker made its own directory under TMPDIR
+    assert list(temp.glob("agent-host-tier-*")) == []  # and removed it, and the dead one's
