@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 from livekit.agents import AgentSession, room_io
 from livekit.plugins import openai
+from openai import AsyncOpenAI
 
+from agent.llm_cache import prompt_cache_key
 from services.models import PromptResult
 
 
@@ -30,8 +32,15 @@ class ModelFactoryError(ValueError):
     """``AGENT_MODEL_FACTORY`` does not name a usable function, or a config cannot be served."""
 
 
-def openai_session(result: PromptResult) -> SessionPlan:
-    """A realtime model or an STT/LLM/TTS pipeline, as ``config.pipeline`` says."""
+def openai_session(result: PromptResult, *, client: AsyncOpenAI | None = None) -> SessionPlan:
+    """A realtime model or an STT/LLM/TTS pipeline, as ``config.pipeline`` says.
+
+    The pipeline's LLM sends ``prompt_cache_key`` (one per agent version, see
+    :mod:`agent.llm_cache`); the system prompt is the agent's instructions, the first
+    message of every request and the same bytes for a version. The realtime API takes no
+    such key (it caches within a session). ``client`` is the test seam for the LLM's
+    HTTP traffic.
+    """
     config = result.agent.config
     model = str(config.get("model") or "gpt-4o-mini")
     voice = str(config.get("voice") or "alloy")
@@ -44,7 +53,12 @@ def openai_session(result: PromptResult) -> SessionPlan:
             else openai.realtime.RealtimeModel(model=model, voice=voice, temperature=float(temperature))
         )
         return SessionPlan(AgentSession(llm=realtime))
-    llm = openai.LLM(model=model) if temperature is None else openai.LLM(model=model, temperature=float(temperature))
+    key = prompt_cache_key(result.agent.agent_id, result.updated_at)
+    llm = (
+        openai.LLM(model=model, prompt_cache_key=key, client=client)
+        if temperature is None
+        else openai.LLM(model=model, prompt_cache_key=key, client=client, temperature=float(temperature))
+    )
     session: AgentSession[None] = AgentSession(
         stt=openai.STT(language=language, use_realtime=True),
         llm=llm,

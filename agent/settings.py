@@ -34,6 +34,13 @@ class WorkerSettings(BaseSettings):
     """A job that cannot resolve its prompt, connect and start its session within this ends."""
     prometheus_port: int | None = Field(default=None, alias="PROMETHEUS_PORT")
     log_format: Literal["auto", "json", "console"] = Field(default="auto", alias="LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(default="INFO", alias="LOG_LEVEL")
+    """For the project's events and livekit-agents' records alike (replaces ``--log-level``)."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("livekit_url")
     @classmethod

@@ -18,12 +18,13 @@ import structlog
 from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
+from agent.llm_cache import CachedTokens
 from agent.models import load_session_factory
 from agent.service_holder import close_service, get_service, prepare_host_tier
 from agent.settings import WorkerSettings
 from agent.targeting import JobTarget, JobTargetError, resolve_target
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
-from services.logging import prompt_fingerprint
+from services.logging import forward_events_to_the_worker, prompt_fingerprint
 from services.models import format_version
 
 log = structlog.get_logger("agent.worker")
@@ -99,6 +100,8 @@ def prewarm(proc: JobProcess) -> None:
     """Build the service before the job arrives (in a PROCESS-mode job process this opens
     the host tier read-only, off the call's path). Never raises: a failing prewarm makes
     the worker respawn processes in a loop; the job itself reports what is wrong."""
+    if proc.executor_type == JobExecutorType.PROCESS:
+        forward_events_to_the_worker()  # one log stream: the worker renders this process's events
     try:
         get_service(run_refresher=proc.executor_type == JobExecutorType.THREAD)
     except Exception:
@@ -194,6 +197,7 @@ async def _start_session(
         raise
     await connect_task
     plan = load_session_factory(settings.model_factory)(result)
+    cached = CachedTokens().watch(plan.session)  # the provider's prompt cache, per job
     timings_logged = False
 
     def log_timings(first_reply_ms: float | None) -> None:
@@ -208,6 +212,7 @@ async def _start_session(
                 promptResolvedMs=timings.get("promptResolvedMs"),
                 sessionStartedMs=timings.get("sessionStartedMs"),
                 firstReplyMs=first_reply_ms,
+                promptCachedTokens=cached.cached_tokens,
             )
 
     def on_item(event: ConversationItemAddedEvent) -> None:

@@ -100,7 +100,7 @@ class LocalConvex:
         response = httpx.post(
             f"{self.url}/api/{kind}",
             json={"path": path, "args": args, "format": "json"},
-            headers={"Authorization": f"Convex {self.deploy_key}"},
+            headers=self._auth(),
             timeout=30,
         )
         body = response.json()
@@ -108,15 +108,21 @@ class LocalConvex:
             raise RuntimeError(f"{path}: {body}")
         return body["value"]
 
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Convex {self.deploy_key}"}
+
     def stats(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.url}/_local/stats", timeout=10).json())
+        response = httpx.get(f"{self.url}/_local/stats", headers=self._auth(), timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
 
     def reads(self) -> int:
         """Requests of any kind served since the last reset."""
         return int(self.stats()["total"])
 
     def reset(self, *, data: bool = False) -> None:
-        httpx.post(f"{self.url}/_local/reset" + ("?data=1" if data else ""), timeout=30).raise_for_status()
+        url = f"{self.url}/_local/reset" + ("?data=1" if data else "")
+        httpx.post(url, headers=self._auth(), timeout=30).raise_for_status()
 
     def stop(self) -> None:
         self.managed.stop()

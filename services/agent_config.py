@@ -155,8 +155,8 @@ class AgentConfigService:
             log.warning("prompt_resolution_failed", agentId=exc.agent_id, error=type(exc).__name__, reason=str(exc))
             raise
         latency = time.perf_counter() - started
-        metrics.RESOLUTIONS.labels(source=result.source, stale=str(result.stale).lower()).inc()
-        metrics.RESOLVE_SECONDS.labels(source=result.source).observe(latency)
+        metrics.resolution_counter(result.source, result.stale).inc()
+        metrics.resolve_histogram(result.source).observe(latency)
         log.info(
             "prompt_resolved",
             agentId=agent_id,
@@ -245,7 +245,7 @@ class AgentConfigService:
         version = self._wanted_version(agent_id, hint)
         if version is None:
             return None
-        entry: CachedPrompt | None = await self._ram.get(cache_key(agent_id, version))
+        entry: CachedPrompt | None = self._ram.get_now(cache_key(agent_id, version))  # no awaits on a hit
         if entry is None or self._age(agent_id, version, entry.loaded_at) >= self._settings.ttl_seconds:
             return None
         return PromptResult(entry.prompt, "ram", version, False, entry.agent)

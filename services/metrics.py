@@ -7,6 +7,8 @@ They are counters only ever added to; nothing reads them back to make decisions.
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Histogram
 
 RESOLUTIONS = Counter(
@@ -25,3 +27,18 @@ STORE_ERRORS = Counter("agent_store_errors", "Failed calls to the source of trut
 REDIS_ERRORS = Counter("agent_redis_tier_errors", "Failed calls to the Redis tier", ["operation"])
 WRITEBACKS = Counter("agent_prompt_writebacks", "Legacy prompt write-backs", ["result"])
 REFRESH_POLLS = Counter("agent_version_refresh_polls", "Version refresher polls", ["result"])
+LLM_PROMPT_TOKENS = Counter("agent_llm_prompt_tokens", "Prompt tokens sent to the model provider")
+LLM_CACHED_PROMPT_TOKENS = Counter(
+    "agent_llm_prompt_cached_tokens", "Prompt tokens the model provider read from its prompt cache"
+)
+
+
+# The hit path's children, bound once: ``labels()`` per call costs more than the increment.
+@functools.cache
+def resolution_counter(source: str, stale: bool) -> Counter:
+    return RESOLUTIONS.labels(source=source, stale="true" if stale else "false")
+
+
+@functools.cache
+def resolve_histogram(source: str) -> Histogram:
+    return RESOLVE_SECONDS.labels(source=source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -48,7 +49,7 @@ def test_run_route_and_both_formats_return_the_document(convex: LocalConvex) -> 
         assert answer["value"]["name"] == demo_agents()[0]["name"]
     bad = post(convex, "/api/run/agents/get", {"args": {"agentId": agent_id}, "format": "xml"}, key=convex.deploy_key)
     assert bad.status_code == 400
-    assert bad.json()["code"] == "BadJsonBody"
+    assert bad.json()["code"] == "BadFormat"  # as Convex names it
 
 
 def test_function_errors_carry_convex_error_data(convex: LocalConvex) -> None:
@@ -170,3 +171,70 @@ def test_a_seed_with_system_fields_is_refused(tmp_path: object) -> None:
     assert result.returncode != 0
     assert "system field" in result.stdout + result.stderr
     assert DEMO_SEED.exists()
+
+
+def test_values_are_written_with_the_real_backends_number_format_and_key_order(convex: LocalConvex) -> None:
+    agent_id = local_backend_id(0)
+    updated_at = int(convex.call("query", "agents:get", {"agentId": agent_id})["updatedAt"])
+    for fmt in ("json", "convex_encoded_json"):
+        body = {"path": "agents:get", "args": {"agentId": agent_id}, "format": fmt}
+        text = post(convex, "/api/query", body, key=convex.deploy_key).text
+        assert f'"updatedAt":{updated_at}.0' in text, text[:300]
+        assert text.startswith('{"status":"success","value":{"_creationTime":'), text[:120]
+        assert "logLines" not in text  # Convex omits an empty list
+        value = json.loads(text)["value"]
+        assert list(value) == sorted(value)
+        assert list(value["config"]) == sorted(value["config"])
+    created = convex.call(
+        "mutation",
+        "agents:create",
+        {"organizationId": "o", "name": "N", "systemPrompt": "S", "config": demo_agents()[0]["config"]},
+    )
+    error = {"path": "agents:update", "args": {"agentId": created, "name": "n" * 201}, "format": "convex_encoded_json"}
+    failed = post(convex, "/api/mutation", error, key=convex.deploy_key).text
+    assert '"actual":201.0' in failed
+    assert '"limit":200.0' in failed
+    assert failed.startswith('{"status":"error","errorMessage":')
+
+
+def test_local_routes_require_the_deploy_key(convex: LocalConvex) -> None:
+    for method, route in (("GET", "/_local/stats"), ("POST", "/_local/reset?data=1")):
+        anonymous = httpx.request(method, f"{convex.url}{route}", timeout=30)
+        assert anonymous.status_code == 401, (route, anonymous.text)
+        wrong = httpx.request(method, f"{convex.url}{route}", headers={"Authorization": "Convex nope"}, timeout=30)
+        assert wrong.status_code == 401
+    assert convex.stats()["total"] == 0  # the deploy key still works (LocalConvex sends it)
+
+
+def _run_local(host: str, env: dict[str, str]) -> tuple[int | None, str]:
+    """Start the backend on ``host``; return (exit code or None if it came up, first output line)."""
+    process = subprocess.Popen(
+        ["npm", "--prefix", "convex", "run", "--silent", "local", "--", "--port", "0", "--host", host],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        return (None if line.startswith("ready ") else process.wait(30)), line
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+            process.wait(10)
+
+
+def test_a_non_loopback_host_is_refused_unless_a_key_of_its_own_is_given() -> None:
+    base = {k: v for k, v in os.environ.items() if k != "CONVEX_DEPLOY_KEY"}
+    code, line = _run_local("0.0.0.0", base)
+    assert code == 2, line
+    assert "CONVEX_DEPLOY_KEY" in line
+    code, line = _run_local("0.0.0.0", {**base, "CONVEX_DEPLOY_KEY": "local-dev-deploy-key"})
+    assert code == 2, line
+    code, line = _run_local("0.0.0.0", {**base, "CONVEX_DEPLOY_KEY": "a-key-of-its-own"})
+    assert code is None, line
+    code, line = _run_local("127.0.0.1", base)
+    assert code is None, line

@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { timingSafeEqual } from "node:crypto";
 import schema from "../convex/schema";
 import { modules, MODULES_ROOT } from "./modules";
-import { exportValue, isFormat, type Format } from "./values";
+import { exportValueText, isFormat, serializeEnvelope, type Format } from "./values";
 
 export type SeedData = Record<string, Record<string, unknown>[]>;
 type Kind = "query" | "mutation" | "action";
@@ -64,7 +64,10 @@ async function readBody(req: IncomingMessage): Promise<string> {
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
+  sendText(res, status, JSON.stringify(body));
+}
+
+function sendText(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
   res.end(text);
 }
@@ -117,6 +120,7 @@ export class LocalBackend {
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://localhost");
     try {
+      if (url.pathname.startsWith("/_local/")) this.requireDeployKey(req.headers.authorization);
       if (req.method === "GET" && url.pathname === "/_local/stats") return sendJson(res, 200, this.stats());
       if (req.method === "POST" && url.pathname === "/_local/reset") {
         await this.reset(url.searchParams.get("data") === "1");
@@ -143,10 +147,13 @@ export class LocalBackend {
       if (typeof path !== "string" || path.length === 0) {
         throw new RequestError(400, "BadJsonBody", "body.path must be a function path such as agents:get");
       }
+      // Like Convex: no format means clean JSON for a client that does not name an old version.
       const format = body.format ?? "json";
-      if (!isFormat(format)) throw new RequestError(400, "BadJsonBody", `unsupported format ${String(format)}`);
+      if (!isFormat(format)) {
+        throw new RequestError(400, "BadFormat", `format param must be one of [\`json\`]. Got ${String(format)}`);
+      }
       const admin = this.checkAuth(req.headers.authorization);
-      return sendJson(res, 200, await this.call(path, body.args ?? {}, format, expected, admin));
+      return sendText(res, 200, serializeEnvelope(await this.call(path, body.args ?? {}, format, expected, admin)));
     } catch (error) {
       if (error instanceof RequestError) return sendJson(res, error.status, { code: error.code, message: error.message });
       console.error("local backend: internal error", error);
@@ -166,6 +173,13 @@ export class LocalBackend {
       throw new RequestError(400, "BadJsonBody", "request body must be a JSON object");
     }
     return parsed as Record<string, unknown>;
+  }
+
+  /** The local control routes (`/_local/*`) answer the deploy key only: they reset data. */
+  private requireDeployKey(header: string | undefined): void {
+    if (!this.checkAuth(header)) {
+      throw new RequestError(401, "MissingAdminKey", "/_local/ routes require Authorization: Convex <deploy key>");
+    }
   }
 
   /** True for the deploy key; false for anonymous or user (Bearer) callers. */
@@ -195,7 +209,8 @@ export class LocalBackend {
       // convex-test types its calls per function; here the path is only known at run time.
       const runner = this.test as unknown as Record<Kind, (ref: unknown, args: Value) => Promise<Value>>;
       const value = await runner[kind](makeFunctionReference(canonical), args);
-      return { status: "success", value: exportValue(value, format), logLines: [] };
+      // Convex omits `logLines` when there are none, and writes values with its own number format.
+      return { status: "success", value: exportValueText(value, format) };
     } catch (error) {
       if (error instanceof RequestError) throw error;
       const data = error instanceof ConvexError ? (error.data as Value) : undefined;
@@ -203,8 +218,7 @@ export class LocalBackend {
       return {
         status: "error",
         errorMessage: data !== undefined ? `Uncaught ConvexError: ${message}` : `Server Error\n${message}`,
-        ...(data !== undefined ? { errorData: exportValue(data, format) } : {}),
-        logLines: [],
+        ...(data !== undefined ? { errorData: exportValueText(data, format) } : {}),
       };
     }
   }

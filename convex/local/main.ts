@@ -13,6 +13,14 @@ function fail(message: string): never {
   process.exit(2);
 }
 
+/** True for an address only this machine can reach: 127.0.0.0/8, ::1, localhost. */
+function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  if (bare === "localhost" || bare === "::1" || bare === "0:0:0:0:0:0:0:1") return true;
+  const v4 = bare.replace(/^::ffff:/, "");
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
 function loadSeed(file: string): SeedData {
   // npm runs scripts from convex/; INIT_CWD is where the user typed the command.
   const path = resolve(process.env.INIT_CWD ?? process.cwd(), file);
@@ -45,8 +53,12 @@ async function main(): Promise<void> {
   const latencyMs = Number(values["latency-ms"] ?? "0");
   if (!Number.isFinite(latencyMs) || latencyMs < 0) fail("--latency-ms must be a non-negative number");
 
+  const givenKey = process.env.CONVEX_DEPLOY_KEY;
+  if (!isLoopback(values.host) && (!givenKey || givenKey === DEFAULT_LOCAL_DEPLOY_KEY)) {
+    fail(`--host ${values.host} is not loopback: set CONVEX_DEPLOY_KEY to a key of your own, the well-known default would be exposed`);
+  }
   const backend = new LocalBackend({
-    deployKey: process.env.CONVEX_DEPLOY_KEY || DEFAULT_LOCAL_DEPLOY_KEY,
+    deployKey: givenKey || DEFAULT_LOCAL_DEPLOY_KEY,
     seed: values.seed === undefined ? undefined : loadSeed(values.seed),
     latencyMs,
   });
