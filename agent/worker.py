@@ -20,7 +20,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent
 from agent.connect_gate import ConnectGate
 from agent.llm_cache import CachedTokens
 from agent.models import load_session_factory
-from agent.service_holder import close_service, get_service
+from agent.service_holder import close_service, get_service, prepare_host_tier
 from agent.settings import WorkerSettings
 from agent.targeting import JobTarget, JobTargetError, resolve_target
 from agent.tenancy import OrganizationNotServedError, check_organization, warn_if_unrestricted
@@ -52,8 +52,11 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
 
-def build_server(settings: WorkerSettings) -> AgentServer:
+def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> AgentServer:
+    """``http_port``: the health endpoint's port (livekit's default, 8081, unless given; 0: any free one)."""
     executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
+    if executor == JobExecutorType.PROCESS:
+        prepare_host_tier()  # before the process pool starts: job processes inherit its directory
     server = AgentServer(
         job_executor_type=executor,
         ws_url=settings.livekit_url,
@@ -61,6 +64,7 @@ def build_server(settings: WorkerSettings) -> AgentServer:
         api_secret=settings.livekit_api_secret.get_secret_value(),
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
+        port=AgentServer._default_port if http_port is None else http_port,
     )
 
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
@@ -91,8 +95,9 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Build the service before the job arrives. Never raises: a failing prewarm makes the
-    worker respawn processes in a loop; the job itself reports what is wrong."""
+    """Build the service before the job arrives (in a PROCESS-mode job process this opens
+    the host tier read-only, off the call's path). Never raises: a failing prewarm makes
+    the worker respawn processes in a loop; the job itself reports what is wrong."""
     if proc.executor_type == JobExecutorType.PROCESS:
         forward_events_to_the_worker()  # one log stream: the worker renders this process's events
     try:
@@ -192,6 +197,7 @@ async def _start_session(
         result = await service.get_full_prompt(target.agent_id, updated_at=target.updated_at)
         check_organization(settings.organizations, target.agent_id, result.agent.organization_id)
         timings["promptResolvedMs"] = _ms(started)
+        ctx.proc.userdata["prompt_resolved_at"] = time.time()  # wall clock, for probes
         return result
 
     # The prompt resolves while the room connects.

@@ -1,6 +1,7 @@
 """Feeds joins to the real worker through livekit-agents' real executors.
 
     python -m devtools.executor_driver --rooms rooms.json --concurrency 8 --out out.json
+    python -m devtools.executor_driver --interactive    # rooms on stdin, "JOIN {...}" lines out
 
 Runs the worker's ``AgentServer`` unregistered (production defaults, so PROCESS mode
 keeps warm idle processes) and ``simulate_job``s one job per room, at most
@@ -9,6 +10,10 @@ keeps warm idle processes) and ``simulate_job``s one job per room, at most
 each job appends what it resolved there, which is how a join's end is seen across
 processes; ``PROBE_END_JOB=SECONDS`` ends each job that long after its session is built. A separate
 process per run gives each run its own forkserver, which inherits the environment.
+Before each job the driver does what ``on_request`` does in production (``simulate_job``
+skips it): it starts the main process's load of the agent. ``--interactive`` runs one
+room per line of stdin, one at a time, and prints each outcome as ``JOIN <json>``, so a
+test can act between jobs (edit an agent, stop Convex).
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from typing import Any
 from livekit.agents import AgentServer
 from livekit.protocol import models
 
-from agent.service_holder import get_service
+from agent.service_holder import get_service, remove_host_directory
 from agent.settings import WorkerSettings
+from agent.targeting import JobTargetError, resolve_target
 from agent.worker import build_server
 
 JOIN_TIMEOUT_SECONDS = 60.0
@@ -95,8 +101,19 @@ async def _event_or_end(
         ended.cancel()
 
 
-async def drive(rooms: list[str], concurrency: int) -> list[dict[str, Any]]:
-    server = build_server(WorkerSettings.from_env())
+def _as_on_request(room: str, settings: WorkerSettings) -> None:
+    """What ``on_request`` does before a job is assigned: start loading its agent."""
+    try:
+        target = resolve_target(room, "", settings.room_name_pattern)
+    except JobTargetError:
+        return
+    get_service().prefetch(target.agent_id, updated_at=target.updated_at)
+
+
+async def drive(rooms: list[str] | None, concurrency: int) -> list[dict[str, Any]]:
+    """Run ``rooms`` (``None``: read them from stdin, one job at a time, echoing each)."""
+    settings = WorkerSettings.from_env()
+    server = build_server(settings, http_port=0)  # drivers may run side by side
     started = asyncio.Event()
     server.on("worker_started", started.set)
     run = asyncio.create_task(server.run(devmode=False, unregistered=True))
@@ -111,6 +128,7 @@ async def drive(rooms: list[str], concurrency: int) -> list[dict[str, Any]]:
             outcome: dict[str, Any] = {"room": room, "dispatchedAt": time.time(), "event": None}
             waiter = tail.expect(room)
             try:
+                _as_on_request(room, settings)
                 await server.simulate_job(room, fake_job=True, room_info=models.Room(name=room, sid=f"RM_lt{index}"))
                 outcome["event"] = await _event_or_end(server, room, waiter)
                 if outcome["event"] is None:
@@ -120,7 +138,15 @@ async def drive(rooms: list[str], concurrency: int) -> list[dict[str, Any]]:
             results.append(outcome)
 
     try:
-        await asyncio.gather(*(join(i, room) for i, room in enumerate(rooms)))
+        if rooms is not None:
+            await asyncio.gather(*(join(i, room) for i, room in enumerate(rooms)))
+        else:
+            print("READY", flush=True)
+            index = 0
+            while line := (await asyncio.to_thread(sys.stdin.readline)).strip():
+                await join(index, line)
+                print("JOIN " + json.dumps(results[-1]), flush=True)
+                index += 1
     finally:
         tail_task.cancel()
         try:  # jobs still winding down may keep livekit's pool from closing: do not wait forever
@@ -134,15 +160,21 @@ async def drive(rooms: list[str], concurrency: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rooms", type=Path, required=True, help="JSON list of room names, one job each")
+    parser.add_argument("--rooms", type=Path, help="JSON list of room names, one job each")
+    parser.add_argument("--interactive", action="store_true", help="rooms from stdin, outcomes to stdout")
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    rooms = json.loads(args.rooms.read_text())
+    if args.interactive == bool(args.rooms or args.out):
+        parser.error("give either --rooms and --out, or --interactive")
+    rooms = None if args.interactive else json.loads(args.rooms.read_text())
     results = asyncio.run(drive(rooms, args.concurrency))
-    thread_mode = os.environ.get("AGENT_EXECUTOR", "thread") == "thread"
-    cache_bytes = get_service().ram_prompt_bytes if thread_mode else 0
-    args.out.write_text(json.dumps({"joins": results, "cacheBytes": cache_bytes}))
+    if args.out is not None:
+        service = get_service()
+        host = service.host_tier
+        cache_bytes = host.value_bytes if host is not None else service.ram_prompt_bytes
+        args.out.write_text(json.dumps({"joins": results, "cacheBytes": cache_bytes}))
+    remove_host_directory()  # os._exit below skips the exit handler that would
     sys.stdout.flush()
     sys.stderr.flush()
     # A throwaway process: leftover job threads must not keep it alive once the

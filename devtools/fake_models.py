@@ -69,10 +69,12 @@ def recording_session(result: PromptResult) -> SessionPlan:
     JSON line per job), so a harness in another process can see each job's outcome."""
     path = os.environ.get("PROBE_EVENTS")
     if path:
-        room, job_started_at = "", None
+        room, job_started_at, resolved_at = "", None, time.time()
         with contextlib.suppress(RuntimeError):  # outside a job there is no job context
             ctx = get_job_context()
             room, job_started_at = ctx.job.room.name, ctx.proc.userdata.get("job_started_at")
+            # When the prompt resolved, not now: the room's connect may have ended later.
+            resolved_at = ctx.proc.userdata.get("prompt_resolved_at", resolved_at)
         event = {
             "room": room,
             "agentId": result.agent.agent_id,
@@ -81,7 +83,7 @@ def recording_session(result: PromptResult) -> SessionPlan:
             "updatedAt": result.updated_at,
             "promptHash": prompt_tag(result.prompt),
             "jobStartedAt": job_started_at,
-            "resolvedAt": time.time(),
+            "resolvedAt": resolved_at,
             "pid": os.getpid(),
         }
         with open(path, "a", encoding="utf-8") as events:

@@ -13,7 +13,9 @@ How a join is served (see README "How a prompt is resolved"):
    once past its TTL, for up to the stale-if-error window.
 
 One instance serves a whole worker process: jobs on any thread and any loop may
-call it concurrently.
+call it concurrently. Under the PROCESS executor the main process's instance also
+writes the host tier (``services/host_tier.py``) and each job process's instance reads
+it between steps 1 and 2, on the caller's loop (see "host tier" below).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from services.errors import (
 from services.file_store import FileAgentStore
 from services.fleet import FleetCoordinator, FleetRole
 from services.hints import InvalidHintError, parse_version_hint
+from services.host_tier import HostTier
 from services.logging import prompt_fingerprint
 from services.models import AgentConfig, AgentRecord, PromptResult, PromptSource, cache_key
 from services.ram_cache import BoundedMemoryCache, LruDict
@@ -60,6 +63,8 @@ log = structlog.get_logger(__name__)
 WRITEBACK_FLUSH_SECONDS = 5.0
 # After the store fails, loads serve what the tiers hold for this long before trying again.
 STORE_REST_SECONDS = 5.0
+# A job process that misses the host tier while the owner loads that agent checks this often.
+HOST_LOAD_POLL_SECONDS = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +87,11 @@ class AgentConfigService:
         store_factory: StoreFactory,
         run_refresher: bool = True,
         clock: Callable[[], float] = time.time,
+        host: HostTier | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
+        self._host = host  # PROCESS executor: written by the main process, read by job processes
         self._index = VersionIndex()
         self._held: dict[str, float] = {}  # agent id -> the version the RAM tier holds
         self._ram = BoundedMemoryCache(settings.max_entries, on_evict=self._on_evict)
@@ -104,11 +111,11 @@ class AgentConfigService:
         self._loop.submit(self._start_on_loop(store_factory, run_refresher)).result()
 
     @classmethod
-    def from_env(cls, *, run_refresher: bool = True) -> AgentConfigService:
+    def from_env(cls, *, run_refresher: bool = True, host: HostTier | None = None) -> AgentConfigService:
         """Build from the environment (see ``.env.example``); Convex if ``CONVEX_URL`` is set,
         else the embedded agents file."""
         settings = ServiceSettings.from_env()
-        return cls(settings, store_factory=default_store_factory(settings), run_refresher=run_refresher)
+        return cls(settings, store_factory=default_store_factory(settings), run_refresher=run_refresher, host=host)
 
     async def _start_on_loop(self, store_factory: StoreFactory, run_refresher: bool) -> None:
         settings = self._settings
@@ -130,6 +137,7 @@ class AgentConfigService:
                 interval_seconds=settings.refresh_seconds,
                 on_new_version=self._on_new_version,
                 hooks=self._fleet,
+                on_confirmed=self._host.heartbeat if self._host is not None and self._host.owner else None,
                 clock=self._clock,
             )
             if self._fleet is not None:
@@ -149,6 +157,8 @@ class AgentConfigService:
             hint = _valid_hint(updated_at)
             result = await self._from_ram(agent_id, hint)
             if result is None:
+                result = self._from_host(agent_id, hint)  # job processes: a memory map, no I/O
+            if result is None:
                 self._raise_if_known_missing(agent_id, hint)
                 result = await self._loop.run(self._resolve_on_loop(agent_id, hint))
         except AgentConfigError as exc:
@@ -162,7 +172,7 @@ class AgentConfigService:
             "prompt_resolved",
             agentId=agent_id,
             source=result.source,
-            cacheHit=result.source in ("ram", "redis"),
+            cacheHit=result.source in ("ram", "host", "redis"),
             latencyMs=round(latency * 1000, 3),
             stale=result.stale,
             updatedAt=result.updated_at,
@@ -236,6 +246,11 @@ class AgentConfigService:
         return self._fleet
 
     @property
+    def host_tier(self) -> HostTier | None:
+        """The host tier this service writes (main process) or reads (job process), if any."""
+        return self._host
+
+    @property
     def ram_entries(self) -> int:
         return len(self._ram)
 
@@ -275,6 +290,8 @@ class AgentConfigService:
         await self._ram.set(cache_key(agent.agent_id, agent.updated_at), CachedPrompt(prompt, agent, loaded_at))
         if previous is not None and previous != agent.updated_at:
             await self._ram.delete(cache_key(agent.agent_id, previous))
+        if self._host is not None and self._host.owner:
+            self._host.put_prompt(agent, prompt, loaded_at)  # for this worker's job processes
 
     def _on_evict(self, key: str, value: Any) -> None:
         if isinstance(value, CachedPrompt) and self._held.get(value.agent.agent_id) == value.agent.updated_at:
@@ -300,7 +317,7 @@ class AgentConfigService:
         key = (agent_id, self._wanted_version(agent_id, hint))
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._load(agent_id, key[1]))
+            task = asyncio.get_running_loop().create_task(self._load_via_host(agent_id, key[1]))
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         # Shielded: one caller giving up must not cancel the load others wait for.
@@ -407,6 +424,14 @@ class AgentConfigService:
                 )
                 if result is not None:
                     return result
+        held = self._host.newest(agent_id) if self._host is not None and not self._host.owner else None
+        if held is not None:
+            host_version, found = held
+            result = self._stale_result(
+                agent_id, host_version, found.prompt, found.agent, found.confirmed_at, "host", current
+            )
+            if result is not None:
+                return result
         if self._redis is not None:
             candidates = [v for v in (current, version) if v is not None]
             shared_version = await self._redis.get_version(agent_id, trusted_only=False)
@@ -435,6 +460,42 @@ class AgentConfigService:
             return None
         superseded = current is not None and current > version
         return PromptResult(prompt, source, version, age >= self._settings.ttl_seconds or superseded, agent)
+
+    # ------------------------------------------------------------------ host tier (PROCESS executor)
+
+    def _from_host(self, agent_id: str, hint: float | None) -> PromptResult | None:
+        """A job process: what the worker's main process holds, if it vouches for it."""
+        if self._host is None or self._host.owner:
+            return None
+        found = self._host.lookup(
+            agent_id, hint, trust_seconds=self._trust_seconds, fresh_seconds=self._settings.ttl_seconds
+        )
+        if found is None:
+            return None
+        return PromptResult(found.prompt, "host", found.agent.updated_at, False, found.agent)
+
+    @property
+    def _trust_seconds(self) -> float:
+        return max(5 * self._settings.refresh_seconds, 10.0)  # as for Redis's heartbeat
+
+    async def _load_via_host(self, agent_id: str, version: float | None) -> PromptResult:
+        """The main process marks the agent as loading for its job processes; a job process
+        that missed waits for such a load to land in the host tier before reading itself."""
+        host = self._host
+        if host is None:
+            return await self._load(agent_id, version)
+        if not host.owner:
+            limit = 3 * self._settings.convex_timeout_seconds
+            # Polled: another process's write has no event to wait on (LMDB has no notification).
+            while (since := host.loading_since(agent_id)) is not None and self._clock() - since < limit:  # noqa: ASYNC110
+                await asyncio.sleep(HOST_LOAD_POLL_SECONDS)
+            found = self._from_host(agent_id, version)
+            return found if found is not None else await self._load(agent_id, version)
+        host.mark_loading(agent_id, True)
+        try:
+            return await self._load(agent_id, version)
+        finally:
+            host.mark_loading(agent_id, False)
 
     # ------------------------------------------------------------------ legacy agents
 
@@ -492,6 +553,8 @@ class AgentConfigService:
             self._not_found[row.agent_id] = self._clock() + self._settings.not_found_ttl_seconds
         if self._redis is not None:
             await self._redis.forget_agent(row.agent_id, [v for v in (held, known) if v is not None])
+        if self._host is not None and self._host.owner:
+            self._host.forget_agent(row.agent_id)
         if newly:
             log.info("agent_deleted", agentId=row.agent_id, updatedAt=row.updated_at, held=held is not None)
 
@@ -509,6 +572,8 @@ class AgentConfigService:
             except AgentConfigError as exc:
                 log.warning("prefetch_failed", agentId=row.agent_id, error=str(exc))
         self._index.observe(row.agent_id, row.updated_at, polled_at)
+        if self._host is not None and self._host.owner:
+            self._host.record_version(row.agent_id, row.updated_at, polled_at)
 
     async def _share(self, agent: AgentConfig, prompt: str) -> None:
         assert self._redis is not None

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from services.errors import MalformedDocumentError
 
-PromptSource = Literal["ram", "redis", "db", "build"]
+PromptSource = Literal["ram", "host", "redis", "db", "build"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ class VersionRefresher:
         interval_seconds: float,
         on_new_version: Callable[[AgentVersion, float], Awaitable[None]],
         hooks: RefreshHooks | None = None,
+        on_confirmed: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -65,6 +66,7 @@ class VersionRefresher:
         self._interval = interval_seconds
         self._on_new_version = on_new_version
         self._hooks = hooks
+        self._on_confirmed = on_confirmed  # told when rows known complete as of a time are applied
         self._clock = clock
         self._started_at = clock()
         self._cursor_ms = self._started_at * 1000.0
@@ -150,6 +152,8 @@ class VersionRefresher:
 
             await asyncio.gather(*(apply_one(row) for row in fresh))
         self._index.confirm_all(at)
+        if self._on_confirmed is not None:
+            self._on_confirmed(at)
         if fresh:
             log.info("agent_versions_changed", count=len(fresh), agentIds=[row.agent_id for row in fresh[:20]])
         return fresh

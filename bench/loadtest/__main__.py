@@ -138,6 +138,9 @@ def summarize(
         "dispatch_p95_ms": percentile(outcome.dispatch_ms, 0.95),
         "db_reads": db_reads,
         "reads_per_1000_joins": 1000 * db_reads / max(joins, 1),
+        # Prompt reads apart from the refresher's polls, whose count follows the run's length.
+        "gets_per_1000_joins": 1000 * int(by_path.get("agents:get", 0)) / max(joins, 1),
+        "polls": int(by_path.get("agents:changedSince", 0)),
         "hit_rate": outcome.cache_hits / max(joins, 1),
         "builds": outcome.builds,
         "stale_served": outcome.stale,

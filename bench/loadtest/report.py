@@ -17,6 +17,8 @@ COLUMNS = (
     ("dispatch_p50_ms", "disp p50", "{:.1f}"),
     ("db_reads", "db reads", "{:d}"),
     ("reads_per_1000_joins", "reads/1k", "{:.0f}"),
+    ("gets_per_1000_joins", "gets/1k", "{:.0f}"),
+    ("polls", "polls", "{:d}"),
     ("hit_rate", "hit rate", "{:.1%}"),
     ("builds", "builds", "{:d}"),
     ("stale_served", "stale", "{:d}"),

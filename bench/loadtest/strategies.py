@@ -172,7 +172,7 @@ async def run_through_executor(target: Target, executor: str, use_redis: bool) -
         outcome.dispatch_ms.append((event["resolvedAt"] - join["dispatchedAt"]) * 1000)
         outcome.served.append(Served(event["agentId"], join["dispatchedAt"], event["updatedAt"], event["promptHash"]))
         outcome.builds += event["source"] == "build"
-        outcome.cache_hits += event["source"] in ("ram", "redis")
+        outcome.cache_hits += event["source"] in ("ram", "host", "redis")
         outcome.stale += bool(event["stale"])
     return outcome
 
