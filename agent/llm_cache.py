@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-from livekit.agents import AgentSession, MetricsCollectedEvent
-from livekit.agents.metrics import LLMMetrics, RealtimeModelMetrics
+from livekit.agents import AgentSession, SessionUsageUpdatedEvent
+from livekit.agents.metrics import LLMModelUsage
 
 from services.metrics import LLM_CACHED_PROMPT_TOKENS, LLM_PROMPT_TOKENS
 from services.models import cache_key
@@ -26,11 +26,13 @@ def prompt_cache_key(agent_id: str, updated_at: float) -> str:
 
 
 class CachedTokens:
-    """Adds up one session's prompt tokens read from the provider's cache.
+    """One session's prompt tokens, and those the provider read from its cache.
 
-    Fed by the session's ``metrics_collected`` events: ``LLMMetrics.prompt_cached_tokens``
-    for a pipeline, ``input_token_details.cached_tokens`` for a realtime model. Each
-    report also goes to the Prometheus counters.
+    Fed by the session's ``session_usage_updated`` events (``metrics_collected`` is
+    deprecated in livekit-agents 1.8.9 and warns once per subscriber): their running
+    totals per LLM model add up ``LLMMetrics.prompt_cached_tokens`` for a pipeline and
+    ``input_token_details.cached_tokens`` for a realtime model. Each increase also goes to
+    the Prometheus counters.
     """
 
     def __init__(self) -> None:
@@ -38,18 +40,19 @@ class CachedTokens:
         self.prompt_tokens = 0
 
     def watch(self, session: AgentSession[None]) -> CachedTokens:
-        session.on("metrics_collected", self._on_metrics)
+        session.on("session_usage_updated", self._on_usage)
         return self
 
-    def _on_metrics(self, event: MetricsCollectedEvent) -> None:
-        metrics = event.metrics
-        if isinstance(metrics, LLMMetrics):
-            self.add(metrics.prompt_tokens, metrics.prompt_cached_tokens)
-        elif isinstance(metrics, RealtimeModelMetrics):
-            self.add(metrics.input_tokens, metrics.input_token_details.cached_tokens)
+    def _on_usage(self, event: SessionUsageUpdatedEvent) -> None:
+        llm_usage = [usage for usage in event.usage.model_usage if isinstance(usage, LLMModelUsage)]
+        self.update(
+            prompt_tokens=sum(usage.input_tokens for usage in llm_usage),
+            cached_tokens=sum(usage.input_cached_tokens for usage in llm_usage),
+        )
 
-    def add(self, prompt_tokens: int, cached_tokens: int) -> None:
-        self.prompt_tokens += prompt_tokens
-        self.cached_tokens += cached_tokens
-        LLM_PROMPT_TOKENS.inc(prompt_tokens)
-        LLM_CACHED_PROMPT_TOKENS.inc(cached_tokens)
+    def update(self, *, prompt_tokens: int, cached_tokens: int) -> None:
+        """Take the session's new running totals; count what they added."""
+        LLM_PROMPT_TOKENS.inc(max(prompt_tokens - self.prompt_tokens, 0))
+        LLM_CACHED_PROMPT_TOKENS.inc(max(cached_tokens - self.cached_tokens, 0))
+        self.prompt_tokens = max(prompt_tokens, self.prompt_tokens)
+        self.cached_tokens = max(cached_tokens, self.cached_tokens)

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx2 as httpx  # what the openai SDK (3.x) and the livekit plugin speak
 import pytest
-from livekit.agents import Agent, MetricsCollectedEvent
-from livekit.agents.metrics import LLMMetrics
+from livekit.agents import Agent, SessionUsageUpdatedEvent
+from livekit.agents.metrics import LLMModelUsage
 from openai import AsyncOpenAI
 from prometheus_client import REGISTRY
 
@@ -77,11 +77,11 @@ async def one_call(result: PromptResult, transport: RecordingOpenAI) -> CachedTo
     cached = CachedTokens().watch(plan.session)
     reported = asyncio.Event()
 
-    def on_metrics(event: MetricsCollectedEvent) -> None:
-        if isinstance(event.metrics, LLMMetrics):
+    def on_usage(event: SessionUsageUpdatedEvent) -> None:
+        if any(isinstance(usage, LLMModelUsage) and usage.input_tokens for usage in event.usage.model_usage):
             reported.set()
 
-    plan.session.on("metrics_collected", on_metrics)
+    plan.session.on("session_usage_updated", on_usage)
     await plan.session.start(Agent(instructions=result.prompt))
     try:
         await plan.session.generate_reply(instructions=f"Greet the caller with exactly: {GREETING}")
@@ -142,3 +142,13 @@ def test_the_key_is_one_per_version() -> None:
     assert prompt_cache_key("a", 1.0) != prompt_cache_key("a", 2.0)
     assert prompt_cache_key("a", 1.0) != prompt_cache_key("b", 1.0)
     assert len(prompt_cache_key("a", 1.0)) <= 64
+
+
+def test_usage_totals_repeated_by_later_events_are_counted_once() -> None:
+    before = counter("agent_llm_prompt_cached_tokens_total")
+    cached = CachedTokens()
+    cached.update(prompt_tokens=1300, cached_tokens=1024)
+    cached.update(prompt_tokens=1300, cached_tokens=1024)  # e.g. a TTS metric re-sends the totals
+    cached.update(prompt_tokens=2700, cached_tokens=2048)
+    assert (cached.prompt_tokens, cached.cached_tokens) == (2700, 2048)
+    assert counter("agent_llm_prompt_cached_tokens_total") - before == 2048
