@@ -63,12 +63,13 @@ def main() -> int:
     except SettingsError as exc:
         print(f"agent: {exc}", file=sys.stderr)
         return 2
-    server = build_server(settings)
     json_logs = None if settings.log_format == "auto" else settings.log_format == "json"
-    # From here on, also for what livekit's CLI logs before its own set-up (the "dev mode
-    # is deprecated" warning), and again once livekit has set up its loggers.
+    # From here on, also for what building the server warns about and what livekit's CLI
+    # logs before its own set-up (the "dev mode is deprecated" warning), and again once
+    # livekit has set up its loggers.
     configure_logging(json_logs=json_logs, level=settings.log_level)
     use_structlog_for_livekit(level=settings.log_level, json_logs=json_logs)
+    server = build_server(settings)
 
     @server.on("worker_started")
     def _configured() -> None:
