@@ -72,6 +72,8 @@ def measure(executor: str, calls: int, settle: float, convex_url: str, deploy_ke
             "AGENT_EXECUTOR": executor,
             "AGENT_MODEL_FACTORY": "devtools.fake_models:recording_session",
             "PROBE_EVENTS": str(Path(tmp) / "events.jsonl"),
+            # Killed below, the driver cannot remove a directory of its own: give it this one.
+            "PROMPT_HOST_CACHE_DIR": str(Path(tmp) / "host"),
         }
         driver = subprocess.Popen(
             [sys.executable, "-m", "devtools.executor_driver", "--interactive"],
