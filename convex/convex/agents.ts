@@ -1,10 +1,10 @@
-import { ConvexError, v } from "convex/values";
+import { ConvexError, v, type Infer } from "convex/values";
 import { internalAction, internalMutation, internalQuery, type ActionCtx, type DatabaseReader } from "./_generated/server";
 import { internal } from "./_generated/api";
 import type { Doc } from "./_generated/dataModel";
-import { agentConfig } from "./schema";
+import { agentConfig, agentFields } from "./schema";
 import { buildFullPrompt, PromptBuildError, TEMPLATE_VERSION } from "./lib/promptBuilder";
-import { checkConfig, checkLength, invalid, LIMITS } from "./lib/limits";
+import { checkConfig, checkCount, checkLength, LIMITS } from "./lib/limits";
 
 // Every function here is internal: an agent's prompt is a business secret, so only a
 // caller holding the deploy key (`Authorization: Convex <key>`) may read or write it.
@@ -132,8 +132,11 @@ export const remove = internalMutation({
   },
 });
 
+const agentDocument = v.object({ _id: v.id("agents"), _creationTime: v.number(), ...agentFields });
+
 export const get = internalQuery({
   args: { agentId: v.string() },
+  returns: v.union(agentDocument, v.null()),
   handler: async (ctx, { agentId }) => await loadAgent(ctx, agentId),
 });
 
@@ -141,10 +144,7 @@ export const changedSince = internalQuery({
   args: { since: v.number(), limit: v.optional(v.number()) },
   returns: v.array(v.object({ _id: v.id("agents"), updatedAt: v.number(), deleted: v.optional(v.literal(true)) })),
   handler: async (ctx, { since, limit }) => {
-    const take = limit ?? LIMITS.changedSinceMax;
-    if (!Number.isInteger(take) || take < 1 || take > LIMITS.changedSinceMax) {
-      throw invalid("limit", `limit must be an integer from 1 to ${LIMITS.changedSinceMax}`);
-    }
+    const take = checkCount("limit", limit, LIMITS.changedSinceMax, LIMITS.changedSinceMax);
     const rows = await ctx.db
       .query("agents")
       .withIndex("by_updatedAt", (q) => q.gte("updatedAt", since))
@@ -160,8 +160,18 @@ export const changedSince = internalQuery({
 
 export const list = internalQuery({
   args: { organizationId: v.optional(v.string()), limit: v.optional(v.number()) },
+  returns: v.array(
+    v.object({
+      _id: v.id("agents"),
+      organizationId: v.string(),
+      name: v.string(),
+      domain: v.string(),
+      updatedAt: v.number(),
+      hasFullPrompt: v.boolean(),
+    }),
+  ),
   handler: async (ctx, { organizationId, limit }) => {
-    const take = Math.min(Math.max(Math.trunc(limit ?? 100), 1), 1000);
+    const take = checkCount("limit", limit, 100, LIMITS.listMax);
     const rows =
       organizationId === undefined
         ? await ctx.db.query("agents").take(take)
@@ -227,7 +237,7 @@ export const rebuildBatch = internalMutation({
   },
   returns: batchResult,
   handler: async (ctx, { cursor, force, organizationId, batchSize }) => {
-    const numItems = batchSize ?? REBUILD_BATCH_SIZE;
+    const numItems = checkCount("batchSize", batchSize, REBUILD_BATCH_SIZE, LIMITS.rebuildBatchMax);
     const query =
       organizationId === undefined
         ? ctx.db.query("agents")
@@ -286,22 +296,8 @@ const rebuildResult = v.object({
   message: v.string(),
 });
 
-type RebuildResult = {
-  success: boolean;
-  total: number;
-  rebuilt: number;
-  skipped: number;
-  failed: number;
-  message: string;
-};
-type BatchResult = {
-  seen: number;
-  rebuilt: number;
-  skipped: number;
-  failed: number;
-  continueCursor: string;
-  isDone: boolean;
-};
+type RebuildResult = Infer<typeof rebuildResult>;
+type BatchResult = Infer<typeof batchResult>;
 
 async function rebuildAll(ctx: ActionCtx, force: boolean, organizationId?: string): Promise<RebuildResult> {
   let cursor: string | null = null;

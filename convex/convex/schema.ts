@@ -1,5 +1,5 @@
 import { defineSchema, defineTable } from "convex/server";
-import { v } from "convex/values";
+import { v, type Infer } from "convex/values";
 
 // What a voice agent is configured with. `domain` names a template in
 // prompts/templates.json; `pipeline` picks the worker's model stack.
@@ -13,8 +13,10 @@ export const agentConfig = v.object({
   temperature: v.optional(v.number()),
 });
 
-export default defineSchema({
-  agents: defineTable({
+export type AgentConfig = Infer<typeof agentConfig>;
+
+// The agents table's fields, shared by the schema and by return validators.
+export const agentFields = {
     organizationId: v.string(),
     name: v.string(),
     systemPrompt: v.string(),
@@ -32,7 +34,10 @@ export default defineSchema({
     // Set by agents:remove. A deleted agent stays as a tombstone so that the change
     // feed can tell every worker to drop it; every reader treats it as absent.
     deletedAt: v.optional(v.number()),
-  })
+};
+
+export default defineSchema({
+  agents: defineTable(agentFields)
     .index("by_organizationId", ["organizationId"])
     .index("by_updatedAt", ["updatedAt"]),
 });

@@ -304,3 +304,23 @@ describe("remove", () => {
     expect(await t.run(async (ctx) => ctx.db.get(id))).toEqual(before);
   });
 });
+
+describe("argument bounds", () => {
+  test("list rejects a limit outside 1..1000 instead of clamping it", async () => {
+    const t = newBackend();
+    await t.mutation(internal.agents.create, agentArgs());
+    for (const limit of [0, 1001, 2.5]) {
+      const data = await errorData(t.query(internal.agents.list, { limit }));
+      expect(data).toMatchObject({ code: "INVALID_ARGUMENT", field: "limit" });
+    }
+    expect(await t.query(internal.agents.list, { limit: 1 })).toHaveLength(1);
+  });
+
+  test("a migration batch larger than the bound is refused", async () => {
+    const t = newBackend();
+    const data = await errorData(
+      t.mutation(internal.agents.rebuildBatch, { cursor: null, force: false, batchSize: LIMITS.rebuildBatchMax + 1 }),
+    );
+    expect(data).toMatchObject({ code: "INVALID_ARGUMENT", field: "batchSize", limit: LIMITS.rebuildBatchMax });
+  });
+});

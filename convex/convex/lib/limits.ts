@@ -1,5 +1,6 @@
 import { ConvexError } from "convex/values";
 import { isKnownDomain } from "./promptBuilder";
+import type { AgentConfig } from "../schema";
 
 // Documented limits (README "Limits"). Lengths are JavaScript string lengths
 // (UTF-16 code units), as Convex itself counts them.
@@ -11,6 +12,8 @@ export const LIMITS = {
   shortField: 100,
   fullPrompt: 64_000,
   changedSinceMax: 1_000,
+  listMax: 1_000,
+  rebuildBatchMax: 500,
 } as const;
 
 export type InvalidArgument = {
@@ -37,16 +40,7 @@ export function checkLength(field: string, value: string, limit: number, allowEm
   }
 }
 
-export type AgentConfigInput = {
-  domain: string;
-  language: string;
-  voice: string;
-  model: string;
-  greeting?: string;
-  temperature?: number;
-};
-
-export function checkConfig(config: AgentConfigInput): void {
+export function checkConfig(config: AgentConfig): void {
   if (!isKnownDomain(config.domain)) {
     throw invalid("config.domain", `unknown domain '${config.domain}'`);
   }
@@ -59,4 +53,14 @@ export function checkConfig(config: AgentConfigInput): void {
   if (config.temperature !== undefined && !(config.temperature >= 0 && config.temperature <= 2)) {
     throw invalid("config.temperature", "config.temperature must be between 0 and 2");
   }
+}
+
+/** An optional integer argument in 1..max; absent means ``fallback``. Out of range is an
+ * error, never silently clamped: a caller asking for more than it gets must be told. */
+export function checkCount(field: string, value: number | undefined, fallback: number, max: number): number {
+  const count = value ?? fallback;
+  if (!Number.isInteger(count) || count < 1 || count > max) {
+    throw invalid(field, `${field} must be an integer from 1 to ${max}`, { limit: max, actual: count });
+  }
+  return count;
 }
