@@ -25,16 +25,11 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
-from prompts import PromptBuildError, build_full_prompt, template_version
 from services import metrics
 from services.agent_ids import validate_agent_id
-from services.convex_client import ConvexHttpClient
-from services.convex_store import ConvexAgentStore
 from services.errors import (
     AgentConfigError,
     AgentNotFoundError,
@@ -44,39 +39,28 @@ from services.errors import (
     StoreError,
     store_error_kind,
 )
-from services.file_store import FileAgentStore
 from services.fleet import FleetCoordinator, FleetRole
 from services.hints import InvalidHintError, parse_version_hint
 from services.host_tier import HostTier
 from services.logging import prompt_fingerprint
-from services.models import AgentConfig, AgentRecord, PromptResult, PromptSource, cache_key
-from services.ram_cache import BoundedMemoryCache, LruDict
+from services.models import AgentConfig, PromptResult, PromptSource
+from services.ram_cache import LruDict
+from services.ram_tier import RamTier
 from services.redis_tier import RedisTier
 from services.refresher import VersionRefresher
 from services.service_loop import ServiceLoop
 from services.settings import ServiceSettings
 from services.store import AgentStore, AgentVersion
+from services.store_factory import StoreFactory, default_store_factory
 from services.version_index import VersionIndex
+from services.writeback import PromptWriteBack
 
 log = structlog.get_logger(__name__)
 
-WRITEBACK_FLUSH_SECONDS = 5.0
 # After the store fails, loads serve what the tiers hold for this long before trying again.
 STORE_REST_SECONDS = 5.0
 # A job process that misses the host tier while the owner loads that agent checks this often.
 HOST_LOAD_POLL_SECONDS = 0.002
-
-
-@dataclass(frozen=True, slots=True)
-class CachedPrompt:
-    """A RAM entry. ``loaded_at``: when the store (or Redis) last vouched for it."""
-
-    prompt: str = field(repr=False)
-    agent: AgentConfig
-    loaded_at: float
-
-
-StoreFactory = Callable[[], AgentStore]
 
 
 class AgentConfigService:
@@ -93,8 +77,7 @@ class AgentConfigService:
         self._clock = clock
         self._host = host  # PROCESS executor: written by the main process, read by job processes
         self._index = VersionIndex()
-        self._held: dict[str, float] = {}  # agent id -> the version the RAM tier holds
-        self._ram = BoundedMemoryCache(settings.max_entries, on_evict=self._on_evict)
+        self._ram = RamTier(settings.max_entries)
         self._not_found: LruDict[str, float] = LruDict(10_000)  # agent id -> negative entry expiry
         self._loop = ServiceLoop()
         self._closed = False
@@ -105,8 +88,7 @@ class AgentConfigService:
         self._refresher: VersionRefresher | None = None
         self._fleet: FleetCoordinator | None = None
         self._inflight: dict[tuple[str, float | None], asyncio.Task[PromptResult]] = {}
-        self._writebacks: dict[tuple[str, float], asyncio.Task[None]] = {}
-        self._writebacks_done: LruDict[tuple[str, float], bool] = LruDict(10_000)
+        self._writeback: PromptWriteBack | None = None
         self._loop.start()
         self._loop.submit(self._start_on_loop(store_factory, run_refresher)).result()
 
@@ -120,6 +102,7 @@ class AgentConfigService:
     async def _start_on_loop(self, store_factory: StoreFactory, run_refresher: bool) -> None:
         settings = self._settings
         self._store = store_factory()
+        self._writeback = PromptWriteBack(self._store)
         if settings.redis_url:
             self._redis = RedisTier(
                 settings.redis_url.get_secret_value(),
@@ -195,9 +178,8 @@ class AgentConfigService:
 
     def cached_organization(self, agent_id: str) -> str | None:
         """The organization of an agent this process holds in RAM, else ``None`` (no I/O)."""
-        version = self._held.get(agent_id)
-        entry = self._ram.peek(cache_key(agent_id, version)) if version is not None else None
-        return entry.agent.organization_id if isinstance(entry, CachedPrompt) else None
+        entry = self._ram.peek_held(agent_id)
+        return None if entry is None else entry.agent.organization_id
 
     def prefetch(self, agent_id: str, *, updated_at: float | None = None) -> None:
         """Start resolving in the background (e.g. while a job process starts); errors are
@@ -212,16 +194,13 @@ class AgentConfigService:
 
     def clear_prompt_cache(self, agent_id: str) -> None:
         """Forget one agent in this process (RAM entry, known version, negative entry)."""
-        version = self._held.pop(agent_id, None)
-        if version is not None:
-            self._ram.discard(cache_key(agent_id, version))
+        self._ram.discard(agent_id)
         self._index.forget(agent_id)
         self._not_found.pop(agent_id, None)
 
     def clear_all_prompt_cache(self) -> None:
         """Forget everything this process holds (e.g. after a template change)."""
-        self._ram.clear_entries()
-        self._held.clear()
+        self._ram.clear()
         self._index.clear()
         self._not_found.clear()
 
@@ -257,7 +236,7 @@ class AgentConfigService:
     @property
     def ram_prompt_bytes(self) -> int:
         """UTF-8 size of the prompts the RAM tier holds (what the load test reports)."""
-        return sum(len(entry.prompt.encode("utf-8")) for entry in self._ram.entries())
+        return self._ram.prompt_bytes
 
     # ------------------------------------------------------------------ RAM tier
 
@@ -275,7 +254,7 @@ class AgentConfigService:
         version = self._wanted_version(agent_id, hint)
         if version is None:
             return None
-        entry: CachedPrompt | None = self._ram.get_now(cache_key(agent_id, version))  # no awaits on a hit
+        entry = self._ram.get(agent_id, version)  # no awaits on a hit
         if entry is None or self._age(agent_id, version, entry.loaded_at) >= self._settings.ttl_seconds:
             return None
         return PromptResult(entry.prompt, "ram", version, False, entry.agent)
@@ -283,19 +262,10 @@ class AgentConfigService:
     async def _ram_put(self, agent: AgentConfig, prompt: str, loaded_at: float) -> None:
         if self._deleted_since(agent.agent_id, agent.updated_at):
             return  # a load that finished after the delete was seen must not bring it back
-        previous = self._held.get(agent.agent_id)
-        if previous is not None and previous > agent.updated_at:
+        if not await self._ram.put(agent, prompt, loaded_at):
             return  # never replace a newer version with an older one
-        self._held[agent.agent_id] = agent.updated_at
-        await self._ram.set(cache_key(agent.agent_id, agent.updated_at), CachedPrompt(prompt, agent, loaded_at))
-        if previous is not None and previous != agent.updated_at:
-            await self._ram.delete(cache_key(agent.agent_id, previous))
         if self._host is not None and self._host.owner:
             self._host.put_prompt(agent, prompt, loaded_at)  # for this worker's job processes
-
-    def _on_evict(self, key: str, value: Any) -> None:
-        if isinstance(value, CachedPrompt) and self._held.get(value.agent.agent_id) == value.agent.updated_at:
-            self._held.pop(value.agent.agent_id, None)
 
     def _raise_if_known_missing(self, agent_id: str, hint: float | None) -> None:
         # A hint does not bypass this: anyone can put any updatedAt in dispatch metadata,
@@ -373,7 +343,8 @@ class AgentConfigService:
         source: PromptSource = "db"
         prompt = record.full_prompt
         if prompt is None:
-            prompt = self._build_legacy(record)
+            assert self._writeback is not None
+            prompt = self._writeback.build(record)
             source = "build"
         await self._ram_put(agent, prompt, now)
         if self._redis is not None:
@@ -415,15 +386,12 @@ class AgentConfigService:
         if self._index.is_deleted(agent_id):
             return None
         current = self._index.get(agent_id)
-        version = self._held.get(agent_id)
-        if version is not None:
-            entry: CachedPrompt | None = self._ram.peek(cache_key(agent_id, version))
-            if entry is not None:
-                result = self._stale_result(
-                    agent_id, version, entry.prompt, entry.agent, entry.loaded_at, "ram", current
-                )
-                if result is not None:
-                    return result
+        version = self._ram.held_version(agent_id)
+        entry = self._ram.peek_held(agent_id)
+        if version is not None and entry is not None:
+            result = self._stale_result(agent_id, version, entry.prompt, entry.agent, entry.loaded_at, "ram", current)
+            if result is not None:
+                return result
         held = self._host.newest(agent_id) if self._host is not None and not self._host.owner else None
         if held is not None:
             host_version, found = held
@@ -497,40 +465,6 @@ class AgentConfigService:
         finally:
             host.mark_loading(agent_id, False)
 
-    # ------------------------------------------------------------------ legacy agents
-
-    def _build_legacy(self, record: AgentRecord) -> str:
-        try:
-            prompt = build_full_prompt(record.as_document())
-        except PromptBuildError as exc:
-            raise ConfigUnavailableError(record.agent_id, f"legacy agent cannot be built: {exc}") from exc
-        log.warning(
-            "prompt_built_on_demand",
-            message="⚠️ Agent missing fullPrompt field, building and saving to DB",
-            agentId=record.agent_id,
-            updatedAt=record.updated_at,
-            promptHash=prompt_fingerprint(prompt),
-        )
-        key = (record.agent_id, record.updated_at)
-        if key not in self._writebacks and key not in self._writebacks_done:
-            task = asyncio.get_running_loop().create_task(self._write_back(record, prompt))
-            self._writebacks[key] = task
-            task.add_done_callback(lambda _t: self._writebacks.pop(key, None))
-        return prompt
-
-    async def _write_back(self, record: AgentRecord, prompt: str) -> None:
-        assert self._store is not None
-        key = (record.agent_id, record.updated_at)
-        try:
-            written = await self._store.save_prompt(record.agent_id, prompt, record.updated_at, template_version())
-        except StoreError as exc:
-            metrics.WRITEBACKS.labels(result="failed").inc()
-            log.warning("prompt_writeback_failed", agentId=record.agent_id, error=str(exc))
-            return  # not marked done: a later build may try again
-        self._writebacks_done[key] = True
-        metrics.WRITEBACKS.labels(result="written" if written else "superseded").inc()
-        log.info("prompt_written_back", agentId=record.agent_id, written=written, updatedAt=record.updated_at)
-
     # ------------------------------------------------------------------ refresher hooks
 
     def _deleted_since(self, agent_id: str, updated_at: float) -> bool:
@@ -546,9 +480,7 @@ class AgentConfigService:
         newly = self._index.observe_deleted(row.agent_id, row.updated_at)
         if not self._index.is_deleted(row.agent_id):
             return  # a newer live version exists: this tombstone is old news
-        held = self._held.pop(row.agent_id, None)
-        if held is not None:
-            self._ram.discard(cache_key(row.agent_id, held))
+        held = self._ram.discard(row.agent_id)
         if self._settings.not_found_ttl_seconds > 0:
             self._not_found[row.agent_id] = self._clock() + self._settings.not_found_ttl_seconds
         if self._redis is not None:
@@ -563,7 +495,7 @@ class AgentConfigService:
             await self._drop_deleted(row)
             return
         self._not_found.pop(row.agent_id, None)
-        if row.agent_id in self._held:
+        if self._ram.held_version(row.agent_id) is not None:
             # Hot agent: load the new version before the index points at it, so no join
             # waits for the store. The load itself records the version.
             try:
@@ -585,11 +517,8 @@ class AgentConfigService:
             await self._refresher.aclose()
         if self._fleet is not None:
             await self._fleet.aclose()
-        pending = list(self._writebacks.values())
-        if pending:
-            _, not_done = await asyncio.wait(pending, timeout=WRITEBACK_FLUSH_SECONDS)
-            if not_done:
-                log.warning("writebacks_abandoned", count=len(not_done))
+        if self._writeback is not None:
+            await self._writeback.flush()
         if self._redis is not None:
             await self._redis.aclose()
         if self._store is not None:
@@ -608,14 +537,3 @@ def _valid_hint(updated_at: object) -> float | None:
     except InvalidHintError as exc:
         log.warning("updated_at_hint_ignored", reason=str(exc))
         return None
-
-
-def default_store_factory(settings: ServiceSettings) -> StoreFactory:
-    """Convex when ``CONVEX_URL`` is set, else the embedded agents file."""
-    if settings.convex_url:
-        url = settings.convex_url
-        key = settings.convex_deploy_key.get_secret_value() if settings.convex_deploy_key else ""
-        timeout = settings.convex_timeout_seconds
-        return lambda: ConvexAgentStore(ConvexHttpClient(url, key, timeout_seconds=timeout))
-    path = settings.agents_file
-    return lambda: FileAgentStore(path)

@@ -19,9 +19,9 @@ from structlog.testing import capture_logs
 
 from devtools.processes import LocalConvex
 from services import AgentConfigService, ConfigUnavailableError
-from services.agent_config import default_store_factory
 from services.errors import StoreAuthError
 from services.file_store import local_backend_id
+from services.store_factory import default_store_factory
 from tests.conftest import REPO, project_free_env
 from tests.helpers import settings_for
 

@@ -106,7 +106,7 @@ def hanging_port() -> Iterator[int]:
 
 async def test_an_agent_never_seen_fails_within_three_timeouts_when_convex_hangs(hanging_port: int) -> None:
     from services import AgentConfigService
-    from services.agent_config import default_store_factory
+    from services.store_factory import default_store_factory
 
     settings = settings_for(
         None,

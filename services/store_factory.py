@@ -1,0 +1,24 @@
+"""Which store the service reads: Convex when ``CONVEX_URL`` is set, else the embedded
+agents file. The factory runs on the service loop, where the clients must be made."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from services.convex_client import ConvexHttpClient
+from services.convex_store import ConvexAgentStore
+from services.file_store import FileAgentStore
+from services.settings import ServiceSettings
+from services.store import AgentStore
+
+StoreFactory = Callable[[], AgentStore]
+
+
+def default_store_factory(settings: ServiceSettings) -> StoreFactory:
+    if settings.convex_url:
+        url = settings.convex_url
+        key = settings.convex_deploy_key.get_secret_value() if settings.convex_deploy_key else ""
+        timeout = settings.convex_timeout_seconds
+        return lambda: ConvexAgentStore(ConvexHttpClient(url, key, timeout_seconds=timeout))
+    path = settings.agents_file
+    return lambda: FileAgentStore(path)
