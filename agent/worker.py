@@ -9,15 +9,16 @@ process's AgentConfigService.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
 from typing import Any
 
 import structlog
+from livekit import api
 from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
+from agent import room_guard
+from agent.capacity import CapacityPolicy, CpuSampler, CpuSaturation, default_max_jobs, load_function
 from agent.models import load_session_factory
 from agent.service_holder import close_service, get_service
 from agent.settings import WorkerSettings
@@ -28,23 +29,62 @@ from services.models import format_version
 
 log = structlog.get_logger("agent.worker")
 
-
-# THREAD executor: livekit's rtc core (livekit 1.1.21) can lose the connect callback
-# when two job threads connect rooms at once; it then panics and SIGTERMs the whole
-# worker. Connecting one room at a time per process avoids the overlap; a connect takes
-# ~0.1-0.3 s and runs while the prompt resolves.
-_CONNECT_LOCK = threading.Lock()
+CPU_WINDOW_SECONDS = 30.0
+"""Host CPU counts only as a mean over this long: saturation, not a start-up spike."""
 
 
 async def _connect(ctx: JobContext) -> None:
-    if ctx.proc.executor_type != JobExecutorType.THREAD:
-        await ctx.connect()
-        return
-    await asyncio.to_thread(_CONNECT_LOCK.acquire)
-    try:
-        await ctx.connect()
-    finally:
-        _CONNECT_LOCK.release()
+    """``ctx.connect()``, always run to its end.
+
+    A cancelled ``Room.connect()`` strands the FFI handshake; ~15 s later the FFI panics
+    and SIGTERMs its process (python-sdks #784/#785), which under THREAD is every call of
+    the worker. So a cancellation that arrives while connecting (start timeout, the
+    framework's shutdown deadline) waits for the connect to finish, then takes effect.
+    No lock: concurrent connects are safe once none is cancelled (see README, "Worker
+    capacity and dispatch")."""
+    connect = asyncio.ensure_future(ctx.connect())
+    cancelled = await _finish(connect)
+    if cancelled is not None:
+        if not connect.cancelled():
+            connect.exception()  # retrieved: the cancellation is what the caller sees
+        log.info("connect_finished_before_cancel", room=ctx.job.room.name, jobId=ctx.job.id)
+        raise cancelled
+    connect.result()
+
+
+async def _finish(task: asyncio.Future[Any]) -> asyncio.CancelledError | None:
+    """Wait for ``task`` to end, whatever cancels the waiter; return the first such
+    cancellation (for the caller to raise once the task is over)."""
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.done():
+                break
+            cancelled = cancelled or exc
+    return cancelled
+
+
+class JobYielded(Exception):
+    """The job's room already has a live agent of ours, or its dispatch was withdrawn."""
+
+
+async def _connect_and_check(ctx: JobContext, settings: WorkerSettings) -> bool:
+    """Connect; then False when this job must leave: its dispatch was withdrawn (the
+    dispatcher replaced it) or another live agent of ours is in the room."""
+    await _connect(ctx)
+    if ctx.is_fake_job():
+        return True
+    live_dispatches = await room_guard.dispatch_ids(ctx.api, ctx.job.room.name)
+    if ctx.job.dispatch_id and ctx.job.dispatch_id not in live_dispatches:
+        return False
+    ours = [
+        p
+        for p in ctx.room.remote_participants.values()
+        if room_guard.is_agent_kind(int(p.kind)) and room_guard.named(p, settings.agent_name)
+    ]
+    return not room_guard.live_agents(ours, live_dispatches)
 
 
 def _ms(since: float) -> float:
@@ -53,6 +93,8 @@ def _ms(since: float) -> float:
 
 def build_server(settings: WorkerSettings) -> AgentServer:
     executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
+    policy = CapacityPolicy(max_jobs=settings.max_jobs or default_max_jobs(), target_load=settings.target_load)
+    cpu = CpuSaturation(window_seconds=CPU_WINDOW_SECONDS, level=settings.cpu_saturation)
     server = AgentServer(
         job_executor_type=executor,
         ws_url=settings.livekit_url,
@@ -60,12 +102,23 @@ def build_server(settings: WorkerSettings) -> AgentServer:
         api_secret=settings.livekit_api_secret.get_secret_value(),
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
+        load_fnc=load_function(policy, cpu),
+        load_threshold=policy.target_load,
+        # livekit-agents prices a job accepted while none runs at
+        # load_threshold / num_idle_processes: with one idle executor per slot that is
+        # exactly one slot (the default, one per CPU, would mark a 2-CPU worker full after
+        # two accepted jobs of a burst).
+        num_idle_processes=policy.max_jobs,
     )
 
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
 
     @server.on("worker_started")
     def _start_main_service() -> None:
+        log.info("worker_capacity", maxJobs=policy.max_jobs, targetLoad=policy.target_load,
+                 cpuSaturation=settings.cpu_saturation)  # fmt: skip
+        if settings.cpu_saturation <= 1:
+            CpuSampler(cpu).start()
         # The main process's service (and its refresher) runs from the start, so the
         # first job already finds a current version index (and Redis heartbeat).
         try:
@@ -98,7 +151,10 @@ def prewarm(proc: JobProcess) -> None:
 
 
 async def accept_or_reject(
-    request: JobRequest, settings: WorkerSettings, service: AgentConfigService | None = None
+    request: JobRequest,
+    settings: WorkerSettings,
+    service: AgentConfigService | None = None,
+    lk: api.LiveKitAPI | None = None,
 ) -> None:
     """Runs on the main process before any executor is spent on the job."""
     try:
@@ -112,10 +168,41 @@ async def accept_or_reject(
         log.warning("job_rejected", room=request.room.name, agentId=target.agent_id, reason="unknown agent")
         await request.reject()
         return
-    # Start resolving now: it overlaps with the executor starting the job, and in
-    # PROCESS mode with Redis it leaves the prompt in the shared tier for the job.
+    # Start resolving now: it overlaps with the executor starting the job (and the room
+    # check below), and in PROCESS mode with Redis it leaves the prompt in the shared tier.
     service.prefetch(target.agent_id, updated_at=target.updated_at)
-    await request.accept(attributes={"agentId": target.agent_id})
+    if await _room_has_our_agent(request, settings, lk):
+        log.warning("job_rejected", room=request.room.name, jobId=request.job.id, reason="room has an agent")
+        await request.reject()
+        return
+    attributes = {"agentId": target.agent_id, room_guard.DISPATCH_ID_ATTRIBUTE: request.job.dispatch_id}
+    await request.accept(attributes=attributes)
+
+
+_main_api: api.LiveKitAPI | None = None
+
+
+def _main_process_api(settings: WorkerSettings) -> api.LiveKitAPI:
+    """The main process's server API client (``on_request`` always runs on its loop)."""
+    global _main_api  # noqa: PLW0603 - one client for the main process's loop
+    if _main_api is None:
+        url = settings.livekit_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+        secret = settings.livekit_api_secret.get_secret_value()
+        _main_api = api.LiveKitAPI(url, settings.livekit_api_key, secret)
+    return _main_api
+
+
+async def _room_has_our_agent(request: JobRequest, settings: WorkerSettings, lk: api.LiveKitAPI | None) -> bool:
+    """One agent per room. A failed check lets the job in: a caller left alone is worse
+    than a rare second agent, and the job checks again once connected."""
+    try:
+        live = await room_guard.room_live_agents(
+            lk or _main_process_api(settings), request.room.name, settings.agent_name
+        )
+    except Exception as exc:  # noqa: BLE001 - logged, the job goes on
+        log.warning("room_check_failed", room=request.room.name, jobId=request.job.id, error=type(exc).__name__)
+        return False
+    return bool(live)
 
 
 async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfigService | None = None) -> None:
@@ -136,6 +223,10 @@ async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfi
         async with asyncio.timeout(settings.job_start_timeout_seconds):
             service = service or get_service(run_refresher=not process_mode)
             result, timings = await _start_session(ctx, service, target, settings, started)
+    except JobYielded as exc:
+        job_log.warning("job_yielded", reason=str(exc))
+        ctx.shutdown(reason="room already served")
+        return
     except AgentNotFoundError as exc:
         job_log.warning("job_failed", reason="unknown_agent", error=str(exc))
         ctx.shutdown(reason="unknown agent")
@@ -173,17 +264,20 @@ async def _start_session(
         timings["promptResolvedMs"] = _ms(started)
         return result
 
-    # The prompt resolves while the room connects.
+    # The prompt resolves while the room connects. Neither is cancelled when the other
+    # fails: a connect in flight always finishes (see _connect), and the job ends after.
     prompt_task = asyncio.create_task(resolve())
-    connect_task = asyncio.create_task(_connect(ctx))
+    connect_task = asyncio.create_task(_connect_and_check(ctx, settings))
     try:
-        result = await prompt_task
-    except BaseException:
-        connect_task.cancel()
-        with contextlib.suppress(BaseException):
-            await connect_task
+        await asyncio.wait([prompt_task, connect_task])
+    except asyncio.CancelledError:
+        prompt_task.cancel()
+        connect_task.cancel()  # safe: _connect lets its connect finish first
+        await _finish(connect_task)
         raise
-    await connect_task
+    result = prompt_task.result()  # a prompt error wins: it says what went wrong
+    if not connect_task.result():
+        raise JobYielded("room already has an agent, or this job's dispatch was withdrawn")
     plan = load_session_factory(settings.model_factory)(result)
     timings_logged = False
 
