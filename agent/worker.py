@@ -102,6 +102,7 @@ def build_server(settings: WorkerSettings) -> AgentServer:
         api_secret=settings.livekit_api_secret.get_secret_value(),
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
+        port=settings.http_port,
         load_fnc=load_function(policy, cpu),
         load_threshold=policy.target_load,
         # livekit-agents prices a job accepted while none runs at

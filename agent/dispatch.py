@@ -1,0 +1,171 @@
+"""Start a call: dispatch the agent into a room and make sure one arrives.
+
+This is the API a platform backend calls (see README, "Starting a call")::
+
+    async with api.LiveKitAPI(url, key, secret) as lk:
+        result = await dispatch_agent(lk, "agent-<agentId>--call-8812", agent_id, agent_name="voice-agent")
+
+livekit-server offers a dispatch's job once, to a worker with spare capacity; if none has
+any at that instant the job is dropped and the room stays without an agent (the
+open-source server does not retry, livekit/agents #1472). So each attempt waits for the
+agent to be *ready* (a participant of kind AGENT with this ``agentId`` that has published
+``promptSource``, i.e. its session runs); past ``timeout``, or as soon as the server shows
+the dispatch got no job, the attempt's dispatch is deleted first (livekit-server then
+terminates any job it still has, and the worker makes a job of a withdrawn dispatch leave)
+and a new one is created after a jittered backoff. At most ``attempts`` dispatches.
+
+Errors::
+
+    DispatchError              no agent; the caller may try again later or tell the caller
+    +-- DispatchTimeoutError   every attempt ran out of time (``attempts``, ``seconds``)
+    +-- DispatchApiError       the LiveKit API refused or failed (``from`` its TwirpError)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from livekit import api
+
+from agent import room_guard
+
+__all__ = [
+    "DispatchApiError",
+    "DispatchError",
+    "DispatchResult",
+    "DispatchTimeoutError",
+    "backoff_delay",
+    "dispatch_agent",
+]
+
+POLL_SECONDS = 0.1
+"""How often an attempt asks ListParticipants (one cheap request to the server)."""
+NO_JOB_AFTER_SECONDS = 3.0
+"""A dispatch without a job after this long was dropped by the server (no worker had room)."""
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 4.0
+READY_ATTRIBUTE = "promptSource"
+
+
+class DispatchError(Exception):
+    """No agent arrived in the room."""
+
+    def __init__(self, message: str, *, room: str, attempts: int, seconds: float) -> None:
+        super().__init__(message)
+        self.room, self.attempts, self.seconds = room, attempts, seconds
+
+
+class DispatchTimeoutError(DispatchError):
+    """Every attempt ran out of time without a ready agent."""
+
+
+class DispatchApiError(DispatchError):
+    """The LiveKit API refused or failed a request."""
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchResult:
+    room: str
+    agent_identity: str
+    """The agent participant's identity."""
+    dispatch_id: str
+    attempts: int
+    """Dispatches created, 1 when the first one was answered."""
+    seconds: float
+    """From the call to the agent being ready."""
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before dispatch number ``attempt + 1``: exponential from
+    ``BACKOFF_BASE_SECONDS``, capped at ``BACKOFF_CAP_SECONDS``, jittered to 50-100%."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    jitter = rng.uniform(0.5, 1.0) if rng is not None else random.uniform(0.5, 1.0)
+    return float(ceiling * jitter)
+
+
+async def dispatch_agent(
+    lk: api.LiveKitAPI,
+    room: str,
+    agent_id: str,
+    *,
+    agent_name: str,
+    updated_at: float | None = None,
+    timeout: float = 10,  # noqa: ASYNC109 - per attempt; the interface issue 8 names
+    attempts: int = 3,
+) -> DispatchResult:
+    """Dispatch ``agent_name`` into ``room`` for ``agent_id`` and return once its agent is
+    ready; retry with a new dispatch up to ``attempts`` times. Raises ``DispatchError``."""
+    if attempts < 1 or timeout <= 0:
+        raise ValueError("attempts must be at least 1 and timeout positive")
+    metadata = json.dumps({"agentId": agent_id, "updatedAt": updated_at})
+    started = time.perf_counter()
+    for attempt in range(1, attempts + 1):
+        try:
+            dispatch = await lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
+            )
+            identity = await _wait_ready(lk, room, agent_id, agent_name, dispatch.id, timeout)
+            if identity is None:
+                await _withdraw(lk, room, dispatch.id)
+        except (api.TwirpError, aiohttp.ClientError) as exc:
+            seconds = time.perf_counter() - started
+            raise DispatchApiError(
+                f"LiveKit API failed on attempt {attempt}: {exc}", room=room, attempts=attempt, seconds=seconds
+            ) from exc
+        if identity is not None:
+            return DispatchResult(room, identity, dispatch.id, attempt, time.perf_counter() - started)
+        if attempt < attempts:
+            await asyncio.sleep(backoff_delay(attempt))
+    seconds = time.perf_counter() - started
+    raise DispatchTimeoutError(
+        f"no agent {agent_name!r} ready in room {room!r} after {attempts} dispatches ({seconds:.1f} s)",
+        room=room,
+        attempts=attempts,
+        seconds=seconds,
+    )
+
+
+async def _wait_ready(
+    lk: api.LiveKitAPI, room: str, agent_id: str, agent_name: str, dispatch_id: str, seconds: float
+) -> str | None:
+    """The ready agent's identity, or None when this attempt is over without one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    no_job_check = loop.time() + min(NO_JOB_AFTER_SECONDS, seconds)
+    while True:
+        listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        for participant in listed.participants:
+            if (
+                room_guard.is_agent_kind(participant.kind)
+                and participant.attributes.get(room_guard.AGENT_ID_ATTRIBUTE) == agent_id
+                and participant.attributes.get(READY_ATTRIBUTE)
+                and room_guard.named(participant, agent_name)
+            ):
+                return str(participant.identity)
+        now = loop.time()
+        if now >= deadline:
+            return None
+        if no_job_check and now >= no_job_check:
+            no_job_check = 0.0
+            if not await _has_job(lk, room, dispatch_id):
+                return None  # the server found no worker for it: it will never be served
+        await asyncio.sleep(min(POLL_SECONDS, max(deadline - now, 0)))
+
+
+async def _has_job(lk: api.LiveKitAPI, room: str, dispatch_id: str) -> bool:
+    for dispatch in await lk.agent_dispatch.list_dispatch(room):
+        if dispatch.id == dispatch_id:
+            return bool(dispatch.state.jobs)
+    return False
+
+
+async def _withdraw(lk: api.LiveKitAPI, room: str, dispatch_id: str) -> None:
+    """Delete the dispatch; livekit-server terminates the jobs it has (a late one too)."""
+    with contextlib.suppress(api.TwirpError):  # already gone (room closed): nothing to stop
+        await lk.agent_dispatch.delete_dispatch(dispatch_id, room)
