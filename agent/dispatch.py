@@ -46,7 +46,7 @@ __all__ = [
 
 POLL_SECONDS = 0.1
 """How often an attempt asks ListParticipants (one cheap request to the server)."""
-NO_JOB_AFTER_SECONDS = 3.0
+NO_JOB_AFTER_SECONDS = 2.0
 """A dispatch without a job after this long was dropped by the server (no worker had room)."""
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 4.0
@@ -110,16 +110,17 @@ async def dispatch_agent(
             dispatch = await lk.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
             )
-            identity = await _wait_ready(lk, room, agent_id, agent_name, dispatch.id, timeout)
-            if identity is None:
-                await _withdraw(lk, room, dispatch.id)
+            ready = await _wait_ready(lk, room, agent_id, agent_name, timeout)
+            if ready is None:
+                await _withdraw(lk, room, agent_name)
         except (api.TwirpError, aiohttp.ClientError) as exc:
             seconds = time.perf_counter() - started
             raise DispatchApiError(
                 f"LiveKit API failed on attempt {attempt}: {exc}", room=room, attempts=attempt, seconds=seconds
             ) from exc
-        if identity is not None:
-            return DispatchResult(room, identity, dispatch.id, attempt, time.perf_counter() - started)
+        if ready is not None:
+            identity, dispatch_id = ready
+            return DispatchResult(room, identity, dispatch_id or dispatch.id, attempt, time.perf_counter() - started)
         if attempt < attempts:
             await asyncio.sleep(backoff_delay(attempt))
     seconds = time.perf_counter() - started
@@ -132,9 +133,9 @@ async def dispatch_agent(
 
 
 async def _wait_ready(
-    lk: api.LiveKitAPI, room: str, agent_id: str, agent_name: str, dispatch_id: str, seconds: float
-) -> str | None:
-    """The ready agent's identity, or None when this attempt is over without one."""
+    lk: api.LiveKitAPI, room: str, agent_id: str, agent_name: str, seconds: float
+) -> tuple[str, str] | None:
+    """The ready agent's identity and dispatch id, or None when this attempt is over without one."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     no_job_check = loop.time() + min(NO_JOB_AFTER_SECONDS, seconds)
@@ -147,25 +148,27 @@ async def _wait_ready(
                 and participant.attributes.get(READY_ATTRIBUTE)
                 and room_guard.named(participant, agent_name)
             ):
-                return str(participant.identity)
+                return str(participant.identity), participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "")
         now = loop.time()
         if now >= deadline:
             return None
         if no_job_check and now >= no_job_check:
             no_job_check = 0.0
-            if not await _has_job(lk, room, dispatch_id):
+            if not await _has_job(lk, room, agent_name):
                 return None  # the server found no worker for it: it will never be served
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - now, 0)))
 
 
-async def _has_job(lk: api.LiveKitAPI, room: str, dispatch_id: str) -> bool:
+async def _has_job(lk: api.LiveKitAPI, room: str, agent_name: str) -> bool:
+    dispatches = await lk.agent_dispatch.list_dispatch(room)
+    return any(d.state.jobs for d in dispatches if d.agent_name == agent_name)
+
+
+async def _withdraw(lk: api.LiveKitAPI, room: str, agent_name: str) -> None:
+    """Delete this room's dispatches of ``agent_name`` (any an earlier call left too);
+    livekit-server terminates the jobs they have, a late one included. (A room created by
+    a dispatch also gets the server's automatic dispatch, agent name "": not ours.)"""
     for dispatch in await lk.agent_dispatch.list_dispatch(room):
-        if dispatch.id == dispatch_id:
-            return bool(dispatch.state.jobs)
-    return False
-
-
-async def _withdraw(lk: api.LiveKitAPI, room: str, dispatch_id: str) -> None:
-    """Delete the dispatch; livekit-server terminates the jobs it has (a late one too)."""
-    with contextlib.suppress(api.TwirpError):  # already gone (room closed): nothing to stop
-        await lk.agent_dispatch.delete_dispatch(dispatch_id, room)
+        if dispatch.agent_name == agent_name:
+            with contextlib.suppress(api.TwirpError):  # already gone: nothing to stop
+                await lk.agent_dispatch.delete_dispatch(dispatch.id, room)
