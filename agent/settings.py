@@ -39,8 +39,9 @@ class WorkerSettings(BaseSettings):
     worker reports exactly this load when all its job slots are in use."""
     cpu_saturation: float = Field(default=0.95, gt=0, alias="AGENT_CPU_SATURATION")
     """Host CPU share (0..1) which, held as a 30 s mean, stops new jobs. Above 1: never."""
-    http_port: int = Field(default=8081, ge=0, le=65535, alias="AGENT_HTTP_PORT")
-    """livekit-agents' health-check HTTP server (``/`` and ``/worker``); 0: any free port."""
+    http_port: int | None = Field(default=None, ge=0, le=65535, alias="AGENT_HTTP_PORT")
+    """livekit-agents' health-check HTTP server (``/`` and ``/worker``). Unset: its default
+    (8081 for ``start``, any free port for ``dev``); 0: any free port."""
     prometheus_port: int | None = Field(default=None, alias="PROMETHEUS_PORT")
     log_format: Literal["auto", "json", "console"] = Field(default="auto", alias="LOG_FORMAT")
 

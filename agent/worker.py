@@ -33,7 +33,7 @@ CPU_WINDOW_SECONDS = 30.0
 """Host CPU counts only as a mean over this long: saturation, not a start-up spike."""
 
 
-async def _connect(ctx: JobContext) -> None:
+async def connect_without_cancel(ctx: JobContext) -> None:
     """``ctx.connect()``, always run to its end.
 
     A cancelled ``Room.connect()`` strands the FFI handshake; ~15 s later the FFI panics
@@ -73,7 +73,7 @@ class JobYielded(Exception):
 async def _connect_and_check(ctx: JobContext, settings: WorkerSettings) -> bool:
     """Connect; then False when this job must leave: its dispatch was withdrawn (the
     dispatcher replaced it) or another live agent of ours is in the room."""
-    await _connect(ctx)
+    await connect_without_cancel(ctx)
     if ctx.is_fake_job():
         return True
     live_dispatches = await room_guard.dispatch_ids(ctx.api, ctx.job.room.name)
@@ -95,6 +95,7 @@ def build_server(settings: WorkerSettings) -> AgentServer:
     executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
     policy = CapacityPolicy(max_jobs=settings.max_jobs or default_max_jobs(), target_load=settings.target_load)
     cpu = CpuSaturation(window_seconds=CPU_WINDOW_SECONDS, level=settings.cpu_saturation)
+    extra: dict[str, Any] = {} if settings.http_port is None else {"port": settings.http_port}
     server = AgentServer(
         job_executor_type=executor,
         ws_url=settings.livekit_url,
@@ -102,7 +103,6 @@ def build_server(settings: WorkerSettings) -> AgentServer:
         api_secret=settings.livekit_api_secret.get_secret_value(),
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
-        port=settings.http_port,
         load_fnc=load_function(policy, cpu),
         load_threshold=policy.target_load,
         # livekit-agents prices a job accepted while none runs at
@@ -110,6 +110,7 @@ def build_server(settings: WorkerSettings) -> AgentServer:
         # exactly one slot (the default, one per CPU, would mark a 2-CPU worker full after
         # two accepted jobs of a burst).
         num_idle_processes=policy.max_jobs,
+        **extra,
     )
 
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
@@ -266,14 +267,14 @@ async def _start_session(
         return result
 
     # The prompt resolves while the room connects. Neither is cancelled when the other
-    # fails: a connect in flight always finishes (see _connect), and the job ends after.
+    # fails: a connect in flight always finishes (see connect_without_cancel), and the job ends after.
     prompt_task = asyncio.create_task(resolve())
     connect_task = asyncio.create_task(_connect_and_check(ctx, settings))
     try:
         await asyncio.wait([prompt_task, connect_task])
     except asyncio.CancelledError:
         prompt_task.cancel()
-        connect_task.cancel()  # safe: _connect lets its connect finish first
+        connect_task.cancel()  # safe: connect_without_cancel lets its connect finish first
         await _finish(connect_task)
         raise
     result = prompt_task.result()  # a prompt error wins: it says what went wrong
