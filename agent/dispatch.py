@@ -105,14 +105,15 @@ async def dispatch_agent(
         raise ValueError("attempts must be at least 1 and timeout positive")
     metadata = json.dumps({"agentId": agent_id, "updatedAt": updated_at})
     started = time.perf_counter()
+    withdrawn: set[str] = set()  # an agent of these is being terminated: never the answer
     for attempt in range(1, attempts + 1):
         try:
             dispatch = await lk.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
             )
-            ready = await _wait_ready(lk, room, agent_id, agent_name, timeout)
+            ready = await _wait_ready(lk, room, agent_id, agent_name, timeout, withdrawn)
             if ready is None:
-                await _withdraw(lk, room, agent_name)
+                withdrawn |= await _withdraw(lk, room, agent_name)
         except (api.TwirpError, aiohttp.ClientError) as exc:
             seconds = time.perf_counter() - started
             raise DispatchApiError(
@@ -133,7 +134,7 @@ async def dispatch_agent(
 
 
 async def _wait_ready(
-    lk: api.LiveKitAPI, room: str, agent_id: str, agent_name: str, seconds: float
+    lk: api.LiveKitAPI, room: str, agent_id: str, agent_name: str, seconds: float, withdrawn: set[str]
 ) -> tuple[str, str] | None:
     """The ready agent's identity and dispatch id, or None when this attempt is over without one."""
     loop = asyncio.get_running_loop()
@@ -147,6 +148,7 @@ async def _wait_ready(
                 and participant.attributes.get(room_guard.AGENT_ID_ATTRIBUTE) == agent_id
                 and participant.attributes.get(READY_ATTRIBUTE)
                 and room_guard.named(participant, agent_name)
+                and participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE) not in withdrawn
             ):
                 return str(participant.identity), participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "")
         now = loop.time()
@@ -164,11 +166,14 @@ async def _has_job(lk: api.LiveKitAPI, room: str, agent_name: str) -> bool:
     return any(d.state.jobs for d in dispatches if d.agent_name == agent_name)
 
 
-async def _withdraw(lk: api.LiveKitAPI, room: str, agent_name: str) -> None:
+async def _withdraw(lk: api.LiveKitAPI, room: str, agent_name: str) -> set[str]:
     """Delete this room's dispatches of ``agent_name`` (any an earlier call left too);
     livekit-server terminates the jobs they have, a late one included. (A room created by
     a dispatch also gets the server's automatic dispatch, agent name "": not ours.)"""
+    withdrawn = set()
     for dispatch in await lk.agent_dispatch.list_dispatch(room):
         if dispatch.agent_name == agent_name:
+            withdrawn.add(dispatch.id)
             with contextlib.suppress(api.TwirpError):  # already gone: nothing to stop
                 await lk.agent_dispatch.delete_dispatch(dispatch.id, room)
+    return withdrawn

@@ -3,13 +3,15 @@ livekit-server, for the e2e tests: start it, read its JSON log, stop or kill it.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,3 +115,16 @@ def server_api(livekit: LiveKitServer) -> api.LiveKitAPI:
 async def our_agents(lk: api.LiveKitAPI, room: str) -> list[api.ParticipantInfo]:
     listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
     return [p for p in listed.participants if p.kind == api.ParticipantInfo.Kind.AGENT]
+
+
+async def poll_until(check: Callable[[], Awaitable[bool]], seconds: float, interval: float = 0.1) -> bool:
+    """Ask the server until ``check()`` holds (it has no event for what the test waits on)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    for _ in itertools.count():
+        if await check():
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+    return False
