@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from livekit import api
 
-from agent.dispatch import DispatchTimeoutError, dispatch_agent
+from agent.dispatch import DispatchError, DispatchTimeoutError, dispatch_agent
 from agent.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex, ServiceStartError, start_livekit
 from services.file_store import local_backend_id
@@ -80,6 +80,9 @@ async def test_a_job_whose_prompt_fails_while_connecting_leaves_the_worker_up_fo
         calls = 0
         # ten calls, and on until a stranded handshake would have brought the worker down
         while calls < 10 or loop.time() - failed_at < FFI_HANDSHAKE_DEADLINE_SECONDS:
-            await call(lk, room_name_for(PRIYA, f"after-failure-{calls}"))
+            try:
+                await call(lk, room_name_for(PRIYA, f"after-failure-{calls}"))
+            except DispatchError as exc:
+                raise AssertionError(f"call {calls} after the failed job got no agent:\n{worker.tail(60)}") from exc
             calls += 1
     assert worker.process.poll() is None, worker.tail()
