@@ -277,6 +277,8 @@ async def _start_session(
         connect_task.cancel()  # safe: connect_without_cancel lets its connect finish first
         await _finish(connect_task)
         raise
+    if prompt_task.exception() is not None and not connect_task.cancelled():
+        connect_task.exception()  # retrieved: the prompt error is what the job reports
     result = prompt_task.result()  # a prompt error wins: it says what went wrong
     if not connect_task.result():
         raise JobYielded("room already has an agent, or this job's dispatch was withdrawn")
