@@ -125,6 +125,7 @@ def _worker_env(target: Target, executor: str, use_redis: bool, events: Path) ->
         "CONVEX_DEPLOY_KEY": target.convex.deploy_key,
         "PROMPT_REFRESH_SECONDS": str(target.refresh_seconds),
         "LOG_FORMAT": "json",
+        "AGENT_HTTP_PORT": "0",  # a free port: another worker on this host may hold 8081
     }
     if use_redis and target.redis_url:
         env["PROMPT_CACHE_REDIS_URL"] = target.redis_url
@@ -191,7 +192,6 @@ async def livekit_phase(target: Target, executor: str, use_redis: bool, outcome:
     with tempfile.TemporaryDirectory(prefix="loadtest-lk-") as tmp:
         env = _worker_env(target, executor, use_redis, Path(tmp) / "events.jsonl")
         env["AGENT_NAME"] = LIVEKIT_AGENT_NAME
-        env["AGENT_HTTP_PORT"] = "0"
         env["PROBE_END_JOB"] = "30"  # a backstop: the call hangs up (deletes its room) once the agent is ready
         if target.max_jobs:
             env["AGENT_MAX_JOBS"] = str(target.max_jobs)
