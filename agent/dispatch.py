@@ -9,10 +9,13 @@ livekit-server offers a dispatch's job once, to a worker with spare capacity; if
 any at that instant the job is dropped and the room stays without an agent (the
 open-source server does not retry, livekit/agents #1472). So each attempt waits for the
 agent to be *ready* (a participant of kind AGENT with this ``agentId`` that has published
-``promptSource``, i.e. its session runs); past ``timeout``, or as soon as the server shows
-the dispatch got no job, the attempt's dispatch is deleted first (livekit-server then
-terminates any job it still has, and the worker makes a job of a withdrawn dispatch leave)
-and a new one is created after a jittered backoff. At most ``attempts`` dispatches.
+``promptSource``, i.e. its session runs) for up to ``timeout`` seconds. A dispatch the
+server dropped (no job after ``NO_JOB_AFTER_SECONDS``) is deleted and re-created within
+the attempt, after a jittered backoff, until its time is up: a full fleet frees slots
+within seconds. At the end of an attempt its dispatch is deleted (livekit-server then
+terminates any job it still has, and the worker makes a job of a withdrawn dispatch
+leave) and the next attempt starts after a backoff. At most ``attempts`` attempts, so at
+most about ``attempts * timeout`` seconds.
 
 Errors::
 
@@ -46,8 +49,10 @@ __all__ = [
 
 POLL_SECONDS = 0.1
 """How often an attempt asks ListParticipants (one cheap request to the server)."""
-NO_JOB_AFTER_SECONDS = 2.0
-"""A dispatch without a job after this long was dropped by the server (no worker had room)."""
+NO_JOB_AFTER_SECONDS = 3.0
+"""A dispatch without a job after this long was dropped by the server (no worker had room);
+it is deleted and re-created within the same attempt. Generous: under load a worker can
+take seconds to accept a job, and a false "dropped" wastes that job."""
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 4.0
 READY_ATTRIBUTE = "promptSource"
@@ -57,6 +62,7 @@ class DispatchError(Exception):
     """No agent arrived in the room."""
 
     def __init__(self, message: str, *, room: str, attempts: int, seconds: float) -> None:
+        """``attempts``: dispatches created; ``seconds``: since the call."""
         super().__init__(message)
         self.room, self.attempts, self.seconds = room, attempts, seconds
 
@@ -104,42 +110,57 @@ async def dispatch_agent(
     if attempts < 1 or timeout <= 0:
         raise ValueError("attempts must be at least 1 and timeout positive")
     metadata = json.dumps({"agentId": agent_id, "updatedAt": updated_at})
+    request = api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
+    loop = asyncio.get_running_loop()
     started = time.perf_counter()
     withdrawn: set[str] = set()  # an agent of these is being terminated: never the answer
-    for attempt in range(1, attempts + 1):
-        try:
-            dispatch = await lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
-            )
-            ready = await _wait_ready(lk, room, agent_id, agent_name, timeout, withdrawn)
-            if ready is None:
+    dispatches = 0
+    try:
+        for attempt in range(1, attempts + 1):
+            deadline = loop.time() + timeout
+            while True:  # one attempt: a dispatch the server dropped is re-created at once
+                dispatches += 1
+                dispatch = await lk.agent_dispatch.create_dispatch(request)
+                ready = await _wait_ready(lk, room, agent_id, agent_name, deadline, withdrawn)
+                if isinstance(ready, tuple):
+                    identity, dispatch_id = ready
+                    seconds = time.perf_counter() - started
+                    return DispatchResult(room, identity, dispatch_id or dispatch.id, dispatches, seconds)
                 withdrawn |= await _withdraw(lk, room, agent_name)
-        except (api.TwirpError, aiohttp.ClientError) as exc:
-            seconds = time.perf_counter() - started
-            raise DispatchApiError(
-                f"LiveKit API failed on attempt {attempt}: {exc}", room=room, attempts=attempt, seconds=seconds
-            ) from exc
-        if ready is not None:
-            identity, dispatch_id = ready
-            return DispatchResult(room, identity, dispatch_id or dispatch.id, attempt, time.perf_counter() - started)
-        if attempt < attempts:
-            await asyncio.sleep(backoff_delay(attempt))
+                pause = backoff_delay(dispatches)
+                if ready == _TIMED_OUT or loop.time() + pause >= deadline:
+                    break
+                await asyncio.sleep(pause)
+            if attempt < attempts:
+                await asyncio.sleep(backoff_delay(dispatches))
+    except (api.TwirpError, aiohttp.ClientError) as exc:
+        seconds = time.perf_counter() - started
+        raise DispatchApiError(
+            f"LiveKit API failed after {dispatches} dispatch(es): {exc}",
+            room=room,
+            attempts=dispatches,
+            seconds=seconds,
+        ) from exc
     seconds = time.perf_counter() - started
     raise DispatchTimeoutError(
-        f"no agent {agent_name!r} ready in room {room!r} after {attempts} dispatches ({seconds:.1f} s)",
+        f"no agent {agent_name!r} ready in room {room!r} after {dispatches} dispatches ({seconds:.1f} s)",
         room=room,
-        attempts=attempts,
+        attempts=dispatches,
         seconds=seconds,
     )
 
 
+_TIMED_OUT = "timed out"
+_DROPPED = "dropped"
+
+
 async def _wait_ready(
-    lk: api.LiveKitAPI, room: str, agent_id: str, agent_name: str, seconds: float, withdrawn: set[str]
-) -> tuple[str, str] | None:
-    """The ready agent's identity and dispatch id, or None when this attempt is over without one."""
+    lk: api.LiveKitAPI, room: str, agent_id: str, agent_name: str, deadline: float, withdrawn: set[str]
+) -> tuple[str, str] | str:
+    """The ready agent's identity and dispatch id; else ``_DROPPED`` as soon as the server
+    shows the dispatch got no job, or ``_TIMED_OUT`` at ``deadline`` (loop time)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    no_job_check = loop.time() + min(NO_JOB_AFTER_SECONDS, seconds)
+    no_job_check = loop.time() + NO_JOB_AFTER_SECONDS
     while True:
         listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
         for participant in listed.participants:
@@ -153,11 +174,11 @@ async def _wait_ready(
                 return str(participant.identity), participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "")
         now = loop.time()
         if now >= deadline:
-            return None
+            return _TIMED_OUT
         if no_job_check and now >= no_job_check:
             no_job_check = 0.0
             if not await _has_job(lk, room, agent_name):
-                return None  # the server found no worker for it: it will never be served
+                return _DROPPED  # the server found no worker for it: it will never be served
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - now, 0)))
 
 

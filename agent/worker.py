@@ -70,21 +70,23 @@ class JobYielded(Exception):
     """The job's room already has a live agent of ours, or its dispatch was withdrawn."""
 
 
-async def _connect_and_check(ctx: JobContext, settings: WorkerSettings) -> bool:
-    """Connect; then False when this job must leave: its dispatch was withdrawn (the
+async def _connect_and_check(ctx: JobContext, settings: WorkerSettings) -> str | None:
+    """Connect; then why this job must leave, or None: its dispatch was withdrawn (the
     dispatcher replaced it) or another live agent of ours is in the room."""
     await connect_without_cancel(ctx)
     if ctx.is_fake_job():
-        return True
+        return None
     live_dispatches = await room_guard.dispatch_ids(ctx.api, ctx.job.room.name)
     if ctx.job.dispatch_id and ctx.job.dispatch_id not in live_dispatches:
-        return False
+        return "dispatch withdrawn"
     ours = [
         p
         for p in ctx.room.remote_participants.values()
         if room_guard.is_agent_kind(int(p.kind)) and room_guard.named(p, settings.agent_name)
     ]
-    return not room_guard.live_agents(ours, live_dispatches)
+    if room_guard.live_agents(ours, live_dispatches):
+        return "room has an agent"
+    return None
 
 
 def _ms(since: float) -> float:
@@ -226,7 +228,7 @@ async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfi
             service = service or get_service(run_refresher=not process_mode)
             result, timings = await _start_session(ctx, service, target, settings, started)
     except JobYielded as exc:
-        job_log.warning("job_yielded", reason=str(exc))
+        job_log.warning("job_yielded", reason=str(exc), dispatchId=ctx.job.dispatch_id)
         ctx.shutdown(reason="room already served")
         return
     except AgentNotFoundError as exc:
@@ -280,8 +282,8 @@ async def _start_session(
     if prompt_task.exception() is not None and not connect_task.cancelled():
         connect_task.exception()  # retrieved: the prompt error is what the job reports
     result = prompt_task.result()  # a prompt error wins: it says what went wrong
-    if not connect_task.result():
-        raise JobYielded("room already has an agent, or this job's dispatch was withdrawn")
+    if reason := connect_task.result():
+        raise JobYielded(reason)
     plan = load_session_factory(settings.model_factory)(result)
     timings_logged = False
 
