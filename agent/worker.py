@@ -19,6 +19,7 @@ from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from agent import room_guard
 from agent.capacity import CapacityPolicy, CpuSampler, CpuSaturation, default_max_jobs, load_function
+from agent.connect_gate import CONNECT_GATE
 from agent.models import load_session_factory
 from agent.service_holder import close_service, get_service
 from agent.settings import WorkerSettings
@@ -40,10 +41,10 @@ async def connect_without_cancel(ctx: JobContext) -> None:
     and SIGTERMs its process (python-sdks #784/#785), which under THREAD is every call of
     the worker. So a cancellation that arrives while connecting (start timeout, the
     framework's shutdown deadline) waits for the connect to finish, then takes effect.
-    No lock: concurrent connects are safe once none is cancelled (see README, "Worker
-    capacity and dispatch")."""
-    connect = asyncio.ensure_future(ctx.connect())
-    cancelled = await _finish(connect)
+    Connects take turns through ``CONNECT_GATE`` (see ``agent.connect_gate``)."""
+    async with CONNECT_GATE.turn():  # waiting for the turn is cancellable; the connect is not
+        connect = asyncio.ensure_future(ctx.connect())
+        cancelled = await _finish(connect)
     if cancelled is not None:
         if not connect.cancelled():
             connect.exception()  # retrieved: the cancellation is what the caller sees
