@@ -10,7 +10,7 @@ any at that instant the job is dropped and the room stays without an agent (the
 open-source server does not retry, livekit/agents #1472). So each attempt waits for the
 agent to be *ready* (a participant of kind AGENT with this ``agentId`` that has published
 ``promptSource``, i.e. its session runs) for up to ``timeout`` seconds. A dispatch the
-server dropped (no job after ``NO_JOB_AFTER_SECONDS``) is deleted and re-created within
+server dropped (no agent joined after ``NO_AGENT_AFTER_SECONDS``) is deleted and re-created within
 the attempt, after a jittered backoff, until its time is up: a full fleet frees slots
 within seconds. At the end of an attempt its dispatch is deleted (livekit-server then
 terminates any job it still has, and the worker makes a job of a withdrawn dispatch
@@ -49,10 +49,12 @@ __all__ = [
 
 POLL_SECONDS = 0.1
 """How often an attempt asks ListParticipants (one cheap request to the server)."""
-NO_JOB_AFTER_SECONDS = 3.0
-"""A dispatch without a job after this long was dropped by the server (no worker had room);
-it is deleted and re-created within the same attempt. Generous: under load a worker can
-take seconds to accept a job, and a false "dropped" wastes that job."""
+NO_AGENT_AFTER_SECONDS = 5.0
+"""A dispatch whose agent has not even joined after this long was most likely dropped by
+livekit-server (no worker had a free slot): it is deleted and re-created within the same
+attempt. (``ListDispatch`` of livekit-server 1.13.5 lists no jobs, so joining is the first
+sign a worker took it.) Generous: under load, accept + job start + connect take seconds,
+and a wrong guess costs that job (it sees its dispatch withdrawn and leaves)."""
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 4.0
 READY_ATTRIBUTE = "promptSource"
@@ -157,34 +159,30 @@ _DROPPED = "dropped"
 async def _wait_ready(
     lk: api.LiveKitAPI, room: str, agent_id: str, agent_name: str, deadline: float, withdrawn: set[str]
 ) -> tuple[str, str] | str:
-    """The ready agent's identity and dispatch id; else ``_DROPPED`` as soon as the server
-    shows the dispatch got no job, or ``_TIMED_OUT`` at ``deadline`` (loop time)."""
+    """The ready agent's identity and dispatch id; else ``_DROPPED`` when no agent of ours
+    has joined ``NO_AGENT_AFTER_SECONDS`` after the dispatch, or ``_TIMED_OUT`` at
+    ``deadline`` (loop time)."""
     loop = asyncio.get_running_loop()
-    no_job_check = loop.time() + NO_JOB_AFTER_SECONDS
+    drop_check = loop.time() + NO_AGENT_AFTER_SECONDS
     while True:
         listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        joined = False
         for participant in listed.participants:
-            if (
-                room_guard.is_agent_kind(participant.kind)
-                and participant.attributes.get(room_guard.AGENT_ID_ATTRIBUTE) == agent_id
-                and participant.attributes.get(READY_ATTRIBUTE)
-                and room_guard.named(participant, agent_name)
-                and participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE) not in withdrawn
-            ):
-                return str(participant.identity), participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "")
+            if not (room_guard.is_agent_kind(participant.kind) and room_guard.named(participant, agent_name)):
+                continue
+            dispatch_id = participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "")
+            if dispatch_id in withdrawn:
+                continue  # being terminated: never the answer
+            joined = True
+            attributes = participant.attributes
+            if attributes.get(room_guard.AGENT_ID_ATTRIBUTE) == agent_id and attributes.get(READY_ATTRIBUTE):
+                return str(participant.identity), dispatch_id
         now = loop.time()
         if now >= deadline:
             return _TIMED_OUT
-        if no_job_check and now >= no_job_check:
-            no_job_check = 0.0
-            if not await _has_job(lk, room, agent_name):
-                return _DROPPED  # the server found no worker for it: it will never be served
+        if not joined and now >= drop_check:
+            return _DROPPED  # no worker took it (livekit-server dropped it), or took it too slowly
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - now, 0)))
-
-
-async def _has_job(lk: api.LiveKitAPI, room: str, agent_name: str) -> bool:
-    dispatches = await lk.agent_dispatch.list_dispatch(room)
-    return any(d.state.jobs for d in dispatches if d.agent_name == agent_name)
 
 
 async def _withdraw(lk: api.LiveKitAPI, room: str, agent_name: str) -> set[str]:

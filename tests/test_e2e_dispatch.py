@@ -57,7 +57,10 @@ async def test_forty_rooms_dispatched_eight_at_a_time_each_get_one_agent(
 
     async def one(n: int) -> str:
         async with slots:
-            return await call(lk, room_name_for(PRIYA, f"burst-{n}"))
+            try:
+                return await call(lk, room_name_for(PRIYA, f"burst-{n}"))
+            except DispatchError as exc:
+                raise AssertionError(f"call {n} got no agent:\n{worker.tail(150)}") from exc
 
     async with server_api(livekit) as lk:
         identities = await asyncio.gather(*(one(n) for n in range(40)))
