@@ -154,7 +154,7 @@ async def test_on_request_accepts_and_starts_loading_the_prompt(
     on_reject.assert_not_awaited()
     on_accept.assert_awaited_once()
     assert on_accept.await_args is not None
-    assert on_accept.await_args.args[0].attributes == {"agentId": MARCO, "dispatchId": ""}  # no server: check fails open
+    assert on_accept.await_args.args[0].attributes == {"agentId": MARCO, "dispatchId": ""}  # no server: fails open
     result = await service.get_full_prompt(MARCO)  # the prefetch did the read
     assert result.source in ("db", "ram")
     assert convex.stats()["byPath"]["agents:get"] == 1
