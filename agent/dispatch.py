@@ -167,22 +167,34 @@ async def _wait_ready(
     while True:
         listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
         joined = False
+        ready: tuple[str, str] | None = None
         for participant in listed.participants:
             if not (room_guard.is_agent_kind(participant.kind) and room_guard.named(participant, agent_name)):
                 continue
             dispatch_id = participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "")
             if dispatch_id in withdrawn:
-                continue  # being terminated: never the answer
+                await _remove(lk, room, participant.identity)  # never the answer, and it must not stay
+                continue
             joined = True
             attributes = participant.attributes
             if attributes.get(room_guard.AGENT_ID_ATTRIBUTE) == agent_id and attributes.get(READY_ATTRIBUTE):
-                return str(participant.identity), dispatch_id
+                ready = ready or (str(participant.identity), dispatch_id)
+        if ready is not None:
+            return ready
         now = loop.time()
         if now >= deadline:
             return _TIMED_OUT
         if not joined and now >= drop_check:
             return _DROPPED  # no worker took it (livekit-server dropped it), or took it too slowly
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - now, 0)))
+
+
+async def _remove(lk: api.LiveKitAPI, room: str, identity: str) -> None:
+    """Remove the agent of a withdrawn dispatch: livekit-server's termination of its job
+    is lost when it reaches livekit-agents before the job runs, and a job that checked its
+    dispatch just before the withdrawal would otherwise hold a slot with nobody to serve."""
+    with contextlib.suppress(api.TwirpError):  # already gone
+        await lk.room.remove_participant(api.RoomParticipantIdentity(room=room, identity=identity))
 
 
 async def _withdraw(lk: api.LiveKitAPI, room: str, agent_name: str) -> set[str]:
