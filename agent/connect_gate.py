@@ -1,59 +1,69 @@
-"""One room connect at a time per THREAD-mode process, with a wait that can be cancelled.
+"""One room connect at a time per process, without a lock that can be lost.
 
-``agent.worker`` serializes connects across job threads (each with its own event loop)
-to dodge a race in livekit's rtc core. Waiting for a ``threading.Lock`` from a loop
-takes a thread; a plain ``await asyncio.to_thread(lock.acquire)`` cannot be cancelled:
-when a job gives up while waiting (its prompt failed: an unknown or deleted agent), the
-thread still takes the lock later and nobody releases it. Every later connect of the
-process then waits forever, and the job's own loop cannot close (its executor waits for
-that thread). Here a cancelled waiter marks its ticket abandoned: the thread gives up
-within ``POLL_SECONDS``, or hands back a lock it took after the waiter left.
+Under THREAD, jobs are threads with their own event loops in one process. With many of
+them connecting at once on a busy host, livekit's rtc core (1.1.21) can fail to complete a
+connect handshake ("timed out waiting for ReadyForRoomEventRequest after
+ConnectCallback"), then panics and SIGTERMs the process: every call of the worker ends.
+Reproduced here with no connect ever cancelled (16 calls at a time, 8 slots, 2 CPUs).
+
+The gate is a turn, not a blocking lock: a waiter polls (``asyncio.sleep``), so cancelling
+it leaves nothing behind (``asyncio.to_thread(lock.acquire)`` leaves a thread that takes
+the lock later and never gives it back); the holder's turn expires after
+``max_hold_seconds``, so a connect that never returns cannot stop the worker. Pure
+bookkeeping under a ``threading.Lock`` held for microseconds; the clock is injected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
-from collections.abc import AsyncIterator
-
-POLL_SECONDS = 0.05
-
-
-class _Ticket:
-    def __init__(self) -> None:
-        self.guard = threading.Lock()
-        self.state = "waiting"  # waiting -> held | abandoned
+import time
+from collections.abc import AsyncIterator, Callable
 
 
 class ConnectGate:
-    def __init__(self) -> None:
+    def __init__(
+        self, max_hold_seconds: float = 10.0, poll_seconds: float = 0.01, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_hold_seconds, self.poll_seconds, self._clock = max_hold_seconds, poll_seconds, clock
         self._lock = threading.Lock()
+        self._holder: int | None = None
+        self._since = 0.0
+        self._tokens = itertools.count(1)
 
-    def _take(self, ticket: _Ticket) -> None:
-        while not self._lock.acquire(timeout=POLL_SECONDS):
-            with ticket.guard:
-                if ticket.state == "abandoned":
-                    return
-        with ticket.guard:
-            if ticket.state == "abandoned":
-                self._lock.release()
-                return
-            ticket.state = "held"
+    def try_enter(self) -> int | None:
+        """A token if the turn is free (or its holder overran it), else None."""
+        with self._lock:
+            now = self._clock()
+            if self._holder is not None and now - self._since < self.max_hold_seconds:
+                return None
+            self._holder, self._since = next(self._tokens), now
+            return self._holder
+
+    def leave(self, token: int) -> None:
+        with self._lock:
+            if self._holder == token:
+                self._holder = None
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._holder is not None and self._clock() - self._since < self.max_hold_seconds
 
     @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Hold the gate for the body; cancelling the wait never leaks it."""
-        ticket = _Ticket()
-        try:
-            await asyncio.to_thread(self._take, ticket)
-        except BaseException:
-            with ticket.guard:
-                if ticket.state == "held":
-                    self._lock.release()
-                ticket.state = "abandoned"
-            raise
+    async def turn(self) -> AsyncIterator[None]:
+        """Wait for the turn on the current loop; cancelling the wait holds nothing."""
+        token = self.try_enter()
+        while token is None:
+            await asyncio.sleep(self.poll_seconds)
+            token = self.try_enter()
         try:
             yield
         finally:
-            self._lock.release()
+            self.leave(token)
+
+
+CONNECT_GATE = ConnectGate()
+"""The process's gate (THREAD jobs share it; a PROCESS job is alone in its process)."""

@@ -33,6 +33,16 @@ class WorkerSettings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY", repr=False)
     job_start_timeout_seconds: float = Field(default=20.0, gt=0, alias="JOB_START_TIMEOUT_SECONDS")
     """A job that cannot resolve its prompt, connect and start its session within this ends."""
+    max_jobs: int | None = Field(default=None, ge=1, alias="AGENT_MAX_JOBS")
+    """Jobs this worker runs at once. Unset: 4 per CPU (``agent.capacity.default_max_jobs``)."""
+    target_load: float = Field(default=0.7, gt=0, le=1, alias="AGENT_TARGET_LOAD")
+    """livekit-server's ``agents.target_load`` (0.7 unless its config says otherwise): the
+    worker reports exactly this load when all its job slots are in use."""
+    cpu_saturation: float = Field(default=0.95, gt=0, alias="AGENT_CPU_SATURATION")
+    """Host CPU share (0..1) which, held as a 30 s mean, stops new jobs. Above 1: never."""
+    http_port: int | None = Field(default=None, ge=0, le=65535, alias="AGENT_HTTP_PORT")
+    """livekit-agents' health-check HTTP server (``/`` and ``/worker``). Unset: its default
+    (8081 for ``start``, any free port for ``dev``); 0: any free port."""
     prometheus_port: int | None = Field(default=None, alias="PROMETHEUS_PORT")
     log_format: Literal["auto", "json", "console"] = Field(default="auto", alias="LOG_FORMAT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(default="INFO", alias="LOG_LEVEL")

@@ -9,15 +9,17 @@ process's AgentConfigService.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 import structlog
+from livekit import api
 from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
-from agent.connect_gate import ConnectGate
+from agent import room_guard
+from agent.capacity import CapacityPolicy, CpuSampler, CpuSaturation, default_max_jobs, load_function
+from agent.connect_gate import CONNECT_GATE
 from agent.llm_cache import CachedTokens
 from agent.models import load_session_factory
 from agent.service_holder import close_service, get_service, prepare_host_tier
@@ -31,21 +33,64 @@ from services.models import format_version
 
 log = structlog.get_logger("agent.worker")
 
-
-# THREAD executor: livekit's rtc core (livekit 1.1.21) can lose the connect callback
-# when two job threads connect rooms at once; it then panics and SIGTERMs the whole
-# worker. Connecting one room at a time per process avoids the overlap; a connect takes
-# ~0.1-0.3 s and runs while the prompt resolves.
-# The wait is cancellable without leaking the gate (a job whose prompt fails cancels it).
-_CONNECT_GATE = ConnectGate()
+CPU_WINDOW_SECONDS = 30.0
+"""Host CPU counts only as a mean over this long: saturation, not a start-up spike."""
 
 
-async def _connect(ctx: JobContext) -> None:
-    if ctx.proc.executor_type != JobExecutorType.THREAD:
-        await ctx.connect()
-        return
-    async with _CONNECT_GATE.hold():
-        await ctx.connect()
+async def connect_without_cancel(ctx: JobContext) -> None:
+    """``ctx.connect()``, always run to its end.
+
+    A cancelled ``Room.connect()`` strands the FFI handshake; ~15 s later the FFI panics
+    and SIGTERMs its process (python-sdks #784/#785), which under THREAD is every call of
+    the worker. So a cancellation that arrives while connecting (start timeout, the
+    framework's shutdown deadline) waits for the connect to finish, then takes effect.
+    Connects take turns through ``CONNECT_GATE`` (see ``agent.connect_gate``)."""
+    async with CONNECT_GATE.turn():  # waiting for the turn is cancellable; the connect is not
+        connect = asyncio.ensure_future(ctx.connect())
+        cancelled = await _finish(connect)
+    if cancelled is not None:
+        if not connect.cancelled():
+            connect.exception()  # retrieved: the cancellation is what the caller sees
+        log.info("connect_finished_before_cancel", room=ctx.job.room.name, jobId=ctx.job.id)
+        raise cancelled
+    connect.result()
+
+
+async def _finish(task: asyncio.Future[Any]) -> asyncio.CancelledError | None:
+    """Wait for ``task`` to end, whatever cancels the waiter; return the first such
+    cancellation (for the caller to raise once the task is over)."""
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.done():
+                break
+            cancelled = cancelled or exc
+    return cancelled
+
+
+class JobYielded(Exception):
+    """The job's room already has a live agent of ours, or its dispatch was withdrawn."""
+
+
+async def _connect_and_check(ctx: JobContext, settings: WorkerSettings) -> str | None:
+    """Connect; then why this job must leave, or None: its dispatch was withdrawn (the
+    dispatcher replaced it) or another live agent of ours is in the room."""
+    await connect_without_cancel(ctx)
+    if ctx.is_fake_job():
+        return None
+    live_dispatches = await room_guard.dispatch_ids(ctx.api, ctx.job.room.name)
+    if ctx.job.dispatch_id and ctx.job.dispatch_id not in live_dispatches:
+        return "dispatch withdrawn"
+    ours = [
+        p
+        for p in ctx.room.remote_participants.values()
+        if room_guard.is_agent_kind(int(p.kind)) and room_guard.named(p, settings.agent_name)
+    ]
+    if room_guard.live_agents(ours, live_dispatches):
+        return "room has an agent"
+    return None
 
 
 def _ms(since: float) -> float:
@@ -57,6 +102,10 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
     executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
     if executor == JobExecutorType.PROCESS:
         prepare_host_tier()  # before the process pool starts: job processes inherit its directory
+    policy = CapacityPolicy(max_jobs=settings.max_jobs or default_max_jobs(), target_load=settings.target_load)
+    cpu = CpuSaturation(window_seconds=CPU_WINDOW_SECONDS, level=settings.cpu_saturation)
+    port = http_port if http_port is not None else settings.http_port
+    extra: dict[str, Any] = {} if port is None else {"port": port}
     server = AgentServer(
         job_executor_type=executor,
         ws_url=settings.livekit_url,
@@ -64,7 +113,14 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
         api_secret=settings.livekit_api_secret.get_secret_value(),
         setup_fnc=prewarm,
         prometheus_port=settings.prometheus_port,
-        port=AgentServer._default_port if http_port is None else http_port,
+        load_fnc=load_function(policy, cpu),
+        load_threshold=policy.target_load,
+        # livekit-agents prices a job accepted while none runs at
+        # load_threshold / num_idle_processes: with one idle executor per slot that is
+        # exactly one slot (the default, one per CPU, would mark a 2-CPU worker full after
+        # two accepted jobs of a burst).
+        num_idle_processes=policy.max_jobs,
+        **extra,
     )
 
     server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
@@ -72,6 +128,10 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
 
     @server.on("worker_started")
     def _start_main_service() -> None:
+        log.info("worker_capacity", maxJobs=policy.max_jobs, targetLoad=policy.target_load,
+                 cpuSaturation=settings.cpu_saturation)  # fmt: skip
+        if settings.cpu_saturation <= 1:
+            CpuSampler(cpu).start()
         # The main process's service (and its refresher) runs from the start, so the
         # first job already finds a current version index (and Redis heartbeat).
         try:
@@ -107,7 +167,10 @@ def prewarm(proc: JobProcess) -> None:
 
 
 async def accept_or_reject(
-    request: JobRequest, settings: WorkerSettings, service: AgentConfigService | None = None
+    request: JobRequest,
+    settings: WorkerSettings,
+    service: AgentConfigService | None = None,
+    lk: api.LiveKitAPI | None = None,
 ) -> None:
     """Runs on the main process before any executor is spent on the job."""
     try:
@@ -133,10 +196,45 @@ async def accept_or_reject(
         )
         await request.reject()
         return
-    # Start resolving now: it overlaps with the executor starting the job, and in
-    # PROCESS mode with Redis it leaves the prompt in the shared tier for the job.
+    # Start resolving now: it overlaps with the executor starting the job (and the room
+    # check below), and in PROCESS mode with Redis it leaves the prompt in the shared tier.
     service.prefetch(target.agent_id, updated_at=target.updated_at)
-    await request.accept(attributes={"agentId": target.agent_id})
+    if await _room_has_our_agent(request, settings, lk):
+        log.warning(
+            "job_rejected", room=clip(request.room.name), jobId=clip(request.job.id), reason="room has an agent"
+        )
+        await request.reject()
+        return
+    attributes = {"agentId": target.agent_id, room_guard.DISPATCH_ID_ATTRIBUTE: request.job.dispatch_id}
+    await request.accept(attributes=attributes)
+
+
+_main_api: api.LiveKitAPI | None = None
+
+
+def _main_process_api(settings: WorkerSettings) -> api.LiveKitAPI:
+    """The main process's server API client (``on_request`` always runs on its loop)."""
+    global _main_api  # noqa: PLW0603 - one client for the main process's loop
+    if _main_api is None:
+        url = settings.livekit_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+        secret = settings.livekit_api_secret.get_secret_value()
+        _main_api = api.LiveKitAPI(url, settings.livekit_api_key, secret)
+    return _main_api
+
+
+async def _room_has_our_agent(request: JobRequest, settings: WorkerSettings, lk: api.LiveKitAPI | None) -> bool:
+    """One agent per room. A failed check lets the job in: a caller left alone is worse
+    than a rare second agent, and the job checks again once connected."""
+    try:
+        live = await room_guard.room_live_agents(
+            lk or _main_process_api(settings), request.room.name, settings.agent_name
+        )
+    except Exception as exc:  # noqa: BLE001 - logged, the job goes on
+        log.warning(
+            "room_check_failed", room=clip(request.room.name), jobId=clip(request.job.id), error=type(exc).__name__
+        )
+        return False
+    return bool(live)
 
 
 async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfigService | None = None) -> None:
@@ -157,6 +255,10 @@ async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfi
         async with asyncio.timeout(settings.job_start_timeout_seconds):
             service = service or get_service(run_refresher=not process_mode)
             result, timings = await _start_session(ctx, service, target, settings, started)
+    except JobYielded as exc:
+        job_log.warning("job_yielded", reason=str(exc), dispatchId=ctx.job.dispatch_id)
+        ctx.shutdown(reason="room already served")
+        return
     except AgentNotFoundError as exc:
         job_log.warning("job_failed", reason="unknown_agent", error=str(exc))
         ctx.shutdown(reason="unknown agent")
@@ -200,17 +302,22 @@ async def _start_session(
         ctx.proc.userdata["prompt_resolved_at"] = time.time()  # wall clock, for probes
         return result
 
-    # The prompt resolves while the room connects.
+    # The prompt resolves while the room connects. Neither is cancelled when the other
+    # fails: a connect in flight always finishes (see connect_without_cancel), and the job ends after.
     prompt_task = asyncio.create_task(resolve())
-    connect_task = asyncio.create_task(_connect(ctx))
+    connect_task = asyncio.create_task(_connect_and_check(ctx, settings))
     try:
-        result = await prompt_task
-    except BaseException:
-        connect_task.cancel()
-        with contextlib.suppress(BaseException):
-            await connect_task
+        await asyncio.wait([prompt_task, connect_task])
+    except asyncio.CancelledError:
+        prompt_task.cancel()
+        connect_task.cancel()  # safe: connect_without_cancel lets its connect finish first
+        await _finish(connect_task)
         raise
-    await connect_task
+    if prompt_task.exception() is not None and not connect_task.cancelled():
+        connect_task.exception()  # retrieved: the prompt error is what the job reports
+    result = prompt_task.result()  # a prompt error wins: it says what went wrong
+    if reason := connect_task.result():
+        raise JobYielded(reason)
     plan = load_session_factory(settings.model_factory)(result)
     cached = CachedTokens().watch(plan.session)  # the provider's prompt cache, per job
     timings_logged = False

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ import time
 import httpx
 from livekit import api
 
+from agent.dispatch import DispatchError, dispatch_agent
 from agent.targeting import room_name_for
 from services.agent_ids import AGENT_ID_PATTERN
 from services.file_store import FileAgentStore
@@ -66,10 +66,8 @@ async def create_room(agent_id: str, suffix: str) -> None:
     async with api.LiveKitAPI(http_url, key, secret) as lk:
         await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=600))
         if agent_name:
-            metadata = json.dumps({"agentId": agent_id})
-            await lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
-            )
+            result = await dispatch_agent(lk, room, agent_id, agent_name=agent_name)
+            print(f"agent: {result.agent_identity} ready after {result.seconds:.2f} s ({result.attempts} dispatch(es))")
     token = (
         api.AccessToken(key, secret)
         .with_identity(f"dev-user-{int(time.time())}")
@@ -90,6 +88,9 @@ def main() -> int:
     agent_id = find_agent(args.agent, list_agents(ServiceSettings.from_env()))
     try:
         asyncio.run(create_room(agent_id, args.suffix))
+    except DispatchError as exc:
+        print(f"devroom: {exc}", file=sys.stderr)
+        return 1
     except (OSError, api.TwirpError) as exc:
         print(f"devroom: could not reach LiveKit: {exc}", file=sys.stderr)
         return 1

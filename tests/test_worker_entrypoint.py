@@ -160,7 +160,7 @@ async def test_on_request_accepts_and_starts_loading_the_prompt(convex: LocalCon
         on_reject.assert_not_awaited()
         on_accept.assert_awaited_once()
         assert on_accept.await_args is not None
-        assert on_accept.await_args.args[0].attributes == {"agentId": MARCO}
+        assert on_accept.await_args.args[0].attributes == {"agentId": MARCO, "dispatchId": ""}  # no server: fails open
         assert await asyncio.to_thread(arrived.wait, 10), "on_request did not start loading the prompt"
         release.set()
         result = await svc.get_full_prompt(MARCO)  # joins the prefetch's load, or hits RAM

@@ -59,6 +59,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
         default="simulate",
         help="livekit: also dispatch each join of the worker strategies through a real livekit-server --dev",
     )
+    parser.add_argument(
+        "--simulation",
+        action="store_true",
+        help="livekit mode: start the worker with --simulation (livekit-agents' load shedding off)",
+    )
+    parser.add_argument("--max-jobs", type=int, help="livekit mode: the worker's AGENT_MAX_JOBS (default: its own)")
+    parser.add_argument("--worker-log-dir", type=Path, help="livekit mode: keep the worker logs there")
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     parser.add_argument("--plot", type=Path, help="write the latency distribution of every strategy as PNG")
     args = parser.parse_args(argv)
@@ -149,14 +156,34 @@ def summarize(
         "cache_bytes": outcome.cache_bytes,
         "edits": editor.edits,
         "deletes": deletes,
-        "livekit_dispatch_p50_ms": percentile(outcome.livekit_ms, 0.50) if outcome.livekit_ms else None,
-        "livekit_dispatch_p95_ms": percentile(outcome.livekit_ms, 0.95) if outcome.livekit_ms else None,
+        **livekit_figures(outcome),
+    }
+
+
+def livekit_figures(outcome: Outcome) -> dict[str, Any]:
+    """livekit mode: dispatches lost on the first attempt (a retry was needed), lost after
+    the dispatcher's retries (no agent at all), and first dispatch -> agent ready."""
+    ms, attempts = outcome.livekit_ms, outcome.livekit_attempts
+    return {
+        "livekit_dispatches": len(attempts),
+        "livekit_lost_first_attempt": sum(1 for n in attempts if n > 1) + outcome.livekit_errors,
+        "livekit_lost_after_retries": outcome.livekit_errors,
+        "livekit_dispatch_p50_ms": percentile(ms, 0.50) if ms else None,
+        "livekit_dispatch_p95_ms": percentile(ms, 0.95) if ms else None,
+        "livekit_dispatch_p99_ms": percentile(ms, 0.99) if ms else None,
+        "livekit_attempts_mean": sum(attempts) / len(attempts) if attempts else None,
         "livekit_errors": outcome.livekit_errors,
     }
 
 
 async def run(
-    workload: Workload, strategies: list[str], mode: str = "simulate"
+    workload: Workload,
+    strategies: list[str],
+    mode: str = "simulate",
+    *,
+    simulation: bool = False,
+    max_jobs: int | None = None,
+    worker_log_dir: Path | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
     docs = seed_agents(workload)
     results: dict[str, dict[str, Any]] = {}
@@ -198,6 +225,9 @@ async def run(
                 refresh_seconds=workload.refresh_seconds,
                 progress=progress.advance,
                 livekit=livekit if name in WORKER_STRATEGIES else None,
+                simulation=simulation,
+                max_jobs=max_jobs,
+                worker_log_dir=worker_log_dir,
             )
             try:
                 outcome = await run_strategy(name, target)
@@ -215,20 +245,35 @@ async def run(
 def main(argv: list[str] | None = None) -> int:
     workload, args = parse_args(argv)
     strategies = args.strategy or list(STRATEGIES)
+    if (args.simulation or args.max_jobs) and args.mode != "livekit":
+        print("--simulation and --max-jobs apply to --mode livekit only", file=sys.stderr)
+        return 2
     try:
-        results, latencies = asyncio.run(run(workload, strategies, args.mode))
+        results, latencies = asyncio.run(
+            run(
+                workload,
+                strategies,
+                args.mode,
+                simulation=args.simulation,
+                max_jobs=args.max_jobs,
+                worker_log_dir=args.worker_log_dir,
+            )
+        )
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\nloadtest: interrupted; every service it started was stopped", file=sys.stderr)
         return 130
-
     print(table(results))
     if args.mode == "livekit":
-        print("\nreal livekit-server: dispatch -> agent participant present (ms)")
+        shedding = "off (--simulation)" if args.simulation else "on"
+        print(f"\nreal livekit-server, dispatch_agent: first dispatch -> agent ready (ms); load shedding {shedding}")
         for name, figures in results.items():
-            if figures["livekit_dispatch_p50_ms"] is not None or figures["livekit_errors"]:
-                p50, p95 = figures["livekit_dispatch_p50_ms"], figures["livekit_dispatch_p95_ms"]
-                print(f"  {name:22} p50 {p50 or float('nan'):9.1f}  p95 {p95 or float('nan'):9.1f}  "
-                      f"errors {figures['livekit_errors']}")  # fmt: skip
+            if figures["livekit_dispatches"]:
+                p50, p95, p99 = (figures[f"livekit_dispatch_{p}_ms"] or float("nan") for p in ("p50", "p95", "p99"))
+                print(f"  {name:22} p50 {p50:8.1f}  p95 {p95:8.1f}  p99 {p99:8.1f}  "
+                      f"dispatches {figures['livekit_dispatches']}  "
+                      f"lost first attempt {figures['livekit_lost_first_attempt']}  "
+                      f"lost after retries {figures['livekit_lost_after_retries']}  "
+                      f"attempts mean {figures['livekit_attempts_mean']:.2f}")  # fmt: skip
     if args.json:
         write_json(args.json, workload.as_json(), results)
     if args.plot:

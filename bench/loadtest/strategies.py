@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from agent.targeting import room_name_for
 from bench.loadtest.baselines import NoCacheService, Resolved, SeedAgentConfigService
@@ -25,7 +27,6 @@ STRATEGIES = ("no-cache", "seed", "tiered", "tiered-process", "tiered-process-re
 
 WORKER_STRATEGIES = ("tiered", "tiered-process", "tiered-process-redis")
 LIVEKIT_AGENT_NAME = "loadtest-agent"
-LIVEKIT_JOIN_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Outcome:
     cache_bytes: int = 0
     livekit_ms: list[float] = field(default_factory=list)
     livekit_errors: int = 0
+    livekit_attempts: list[int] = field(default_factory=list)
+    """Dispatches each livekit-mode join took (also for joins that got no agent)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,12 @@ class Target:
     refresh_seconds: float
     progress: Callable[[int], None]
     livekit: LiveKitServer | None = None
+    simulation: bool = False
+    """livekit mode: start the worker with ``--simulation`` (no load shedding)."""
+    max_jobs: int | None = None
+    """livekit mode: the worker's AGENT_MAX_JOBS (None: its default)."""
+    worker_log_dir: Path | None = None
+    """livekit mode: keep each strategy's worker log there."""
 
 
 async def _in_process(target: Target, resolve: Callable[[str], Awaitable[Resolved]]) -> Outcome:
@@ -116,6 +125,7 @@ def _worker_env(target: Target, executor: str, use_redis: bool, events: Path) ->
         "CONVEX_DEPLOY_KEY": target.convex.deploy_key,
         "PROMPT_REFRESH_SECONDS": str(target.refresh_seconds),
         "LOG_FORMAT": "json",
+        "AGENT_HTTP_PORT": "0",  # a free port: another worker on this host may hold 8081
     }
     if use_redis and target.redis_url:
         env["PROMPT_CACHE_REDIS_URL"] = target.redis_url
@@ -178,66 +188,81 @@ async def run_through_executor(target: Target, executor: str, use_redis: bool) -
 
 
 async def livekit_phase(target: Target, executor: str, use_redis: bool, outcome: Outcome) -> None:
-    """The worker by its real command against a real livekit-server: dispatch each join
-    into its own room and time dispatch -> agent participant present."""
+    """The worker by its real command (load shedding on unless ``target.simulation``)
+    against a real livekit-server: each join is a call started with ``dispatch_agent``
+    into its own room, timed from the first dispatch to the agent ready, then hung up."""
     from livekit import api
+
+    from agent.dispatch import DispatchError, dispatch_agent
 
     assert target.livekit is not None
     livekit = target.livekit
     with tempfile.TemporaryDirectory(prefix="loadtest-lk-") as tmp:
         env = _worker_env(target, executor, use_redis, Path(tmp) / "events.jsonl")
         env["AGENT_NAME"] = LIVEKIT_AGENT_NAME
-        env["PROBE_END_JOB"] = "3"  # long enough for the agent to be seen in its room
+        env["PROBE_END_JOB"] = "30"  # a backstop: the call hangs up (deletes its room) once the agent is ready
+        if target.max_jobs:
+            env["AGENT_MAX_JOBS"] = str(target.max_jobs)
         log_path = Path(tmp) / "worker.log"
         log = log_path.open("w")
-        # --simulation turns off livekit-agents' load shedding: with every service and the
-        # load generator on one small machine the worker would report itself full above
-        # 70% CPU and the server would drop dispatches, which measures the box, not the cache.
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent", "start", "--simulation", cwd=REPO, env=env, stdout=log, stderr=log
-        )
+        worker = await _start_registered_worker(env, log, log_path, target.simulation)
         try:
-            for _ in range(600):  # until the worker has registered with the server
-                await asyncio.sleep(0.1)
-                if "registered worker" in await asyncio.to_thread(log_path.read_text):
-                    break
-            else:
-                raise RuntimeError("worker never registered:\n" + log_path.read_text()[-3000:])
             http_url = livekit.url.replace("ws://", "http://")
             async with api.LiveKitAPI(http_url, livekit.api_key, livekit.api_secret) as lk:
                 slots = asyncio.Semaphore(target.concurrency)
 
                 async def join(n: int, index: int) -> None:
-                    room = room_name_for(target.agent_ids[index], f"lk{n}")
+                    agent_id = target.agent_ids[index]
+                    room = room_name_for(agent_id, f"lk{n}")
                     async with slots:
-                        started = time.perf_counter()
                         try:
-                            request = api.CreateAgentDispatchRequest(agent_name=LIVEKIT_AGENT_NAME, room=room)
-                            await lk.agent_dispatch.create_dispatch(request)
-                            async with asyncio.timeout(LIVEKIT_JOIN_TIMEOUT_SECONDS):
-                                while True:
-                                    listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-                                    if any(p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants):
-                                        break
-                                    await asyncio.sleep(0.02)
-                            outcome.livekit_ms.append((time.perf_counter() - started) * 1000)
-                        except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+                            result = await dispatch_agent(lk, room, agent_id, agent_name=LIVEKIT_AGENT_NAME)
+                        except DispatchError as exc:
                             outcome.livekit_errors += 1
+                            outcome.livekit_attempts.append(exc.attempts)
                             print(f"\nlivekit join {room} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                        else:
+                            outcome.livekit_ms.append(result.seconds * 1000)
+                            outcome.livekit_attempts.append(result.attempts)
+                        with contextlib.suppress(api.TwirpError):  # the caller hangs up
+                            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
                 await asyncio.gather(*(join(n, index) for n, index in enumerate(target.plan)))
             if outcome.livekit_errors:
                 print(f"\nworker log (tail):\n{log_path.read_text()[-4000:]}", file=sys.stderr)
         finally:
-            if worker.returncode is not None:
-                print(f"\nthe worker exited (status {worker.returncode}) during the livekit phase", file=sys.stderr)
-            else:
-                worker.terminate()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(worker.wait(), 30)
-                if worker.returncode is None:
-                    worker.kill()
+            await _stop_worker(worker)
             log.close()
+            if target.worker_log_dir is not None:
+                target.worker_log_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy(log_path, target.worker_log_dir / f"worker-{executor}{'-redis' if use_redis else ''}.log")
+
+
+async def _start_registered_worker(
+    env: dict[str, str], log: IO[str], log_path: Path, simulation: bool
+) -> asyncio.subprocess.Process:
+    """``python -m agent start`` (``--simulation`` only when asked), once it has registered."""
+    flags = ["--simulation"] if simulation else []
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "start", *flags, cwd=REPO, env=env, stdout=log, stderr=log
+    )
+    for _ in range(900):
+        await asyncio.sleep(0.1)
+        if "registered worker" in await asyncio.to_thread(log_path.read_text):
+            return worker
+    await _stop_worker(worker)
+    raise RuntimeError("worker never registered:\n" + (await asyncio.to_thread(log_path.read_text))[-3000:])
+
+
+async def _stop_worker(worker: asyncio.subprocess.Process) -> None:
+    if worker.returncode is not None:
+        print(f"\nthe worker exited (status {worker.returncode}) during the livekit phase", file=sys.stderr)
+        return
+    worker.terminate()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(worker.wait(), 30)
+    if worker.returncode is None:
+        worker.kill()
 
 
 async def run_strategy(name: str, target: Target) -> Outcome:

@@ -1,0 +1,125 @@
+"""How full this worker is: the ``load`` it reports to livekit-server.
+
+livekit-agents' default reports a 2.5 s moving average of host CPU, so a burst of job
+start-ups (process spawn, room connect, session start) reads as "full" and livekit-server
+drops the dispatches it cannot place. Here the load answers "can this worker take another
+call":
+
+    load = target_load * min(jobs, max_jobs) / max_jobs      (or target_load if CPU is saturated)
+
+- ``jobs`` are the jobs livekit-agents runs (``AgentServer.active_jobs``); jobs accepted but
+  not yet launched are added by livekit-agents itself (its "reserved slots", each costing
+  ``load / jobs``, or ``load_threshold / num_idle_processes`` while nothing runs, which is why
+  the worker passes ``num_idle_processes=max_jobs``).
+- ``target_load`` is livekit-server's ``agents.target_load`` (0.7 by default): the server
+  offers a job only to a worker whose load is below it, and the worker passes the same
+  value as ``load_threshold``. The worker is thus full exactly when ``max_jobs`` jobs run.
+- CPU counts only when it is saturated for a sustained window (``CpuSaturation``): then the
+  worker takes no new job, whatever its free slots. A start-up spike never lasts that long.
+
+The policy and the CPU window are pure (no clock read, no I/O); ``CpuSampler`` is the one
+thread that feeds host CPU samples into the window.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from livekit.agents import AgentServer
+
+JOBS_PER_CPU = 4
+"""Default slots per CPU: LiveKit sizes ~25 voice sessions per 4 cores; 4 per core leaves
+headroom for the VAD and the job start-ups of a burst."""
+
+
+def default_max_jobs(cpu_count: float | None = None) -> int:
+    """``AGENT_MAX_JOBS`` when unset: ``JOBS_PER_CPU`` per CPU, at least 1."""
+    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, int(cpus * JOBS_PER_CPU))
+
+
+class CpuSaturation:
+    """Mean CPU over the last ``window_seconds``; saturated when the window is covered and
+    its mean is at or above ``level``. Samples carry their own timestamps (no clock read)."""
+
+    def __init__(self, window_seconds: float, level: float) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self.window_seconds = window_seconds
+        self.level = level
+        self._samples: deque[tuple[float, float]] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, at: float, cpu: float) -> None:
+        """One sample: ``cpu`` in 0..1 (share of the host's CPUs) observed at time ``at``."""
+        with self._lock:
+            self._samples.append((at, cpu))
+            while self._samples and self._samples[0][0] < at - self.window_seconds:
+                self._samples.popleft()
+
+    def saturated(self) -> bool:
+        with self._lock:
+            if len(self._samples) < 2 or self.level > 1:
+                return False
+            covered = self._samples[-1][0] - self._samples[0][0]
+            if covered < self.window_seconds * 0.9:
+                return False  # not enough history: a start-up spike, not saturation
+            mean = sum(cpu for _, cpu in self._samples) / len(self._samples)
+            return mean >= self.level
+
+
+@dataclass(frozen=True)
+class CapacityPolicy:
+    max_jobs: int
+    """Jobs this worker runs at once (``AGENT_MAX_JOBS``)."""
+    target_load: float
+    """livekit-server's ``agents.target_load``; also this worker's ``load_threshold``."""
+
+    def __post_init__(self) -> None:
+        if self.max_jobs < 1:
+            raise ValueError("max_jobs must be at least 1")
+        if not 0 < self.target_load <= 1:
+            raise ValueError("target_load must be in (0, 1]")
+
+    def load(self, jobs: int, *, cpu_saturated: bool = False) -> float:
+        """The load to report with ``jobs`` jobs running."""
+        if cpu_saturated:
+            return self.target_load
+        return self.target_load * min(max(jobs, 0), self.max_jobs) / self.max_jobs
+
+
+class CpuSampler:
+    """A daemon thread adding one host CPU sample a second to a ``CpuSaturation``."""
+
+    def __init__(self, window: CpuSaturation, read_cpu: Callable[[float], float] | None = None) -> None:
+        if read_cpu is None:
+            from livekit.agents.utils.hw import get_cpu_monitor
+
+            monitor = get_cpu_monitor()
+            read_cpu = monitor.cpu_percent
+        self._window, self._read_cpu = window, read_cpu
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="capacity-cpu-sampler", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            cpu = self._read_cpu(1.0)  # blocks one second
+            self._window.add(time.monotonic(), cpu)
+
+
+def load_function(policy: CapacityPolicy, cpu: CpuSaturation | None) -> Callable[[AgentServer], float]:
+    """The ``load_fnc`` for ``AgentServer``: this worker's running jobs against its slots."""
+
+    def load(server: AgentServer) -> float:
+        return policy.load(len(server.active_jobs), cpu_saturated=cpu is not None and cpu.saturated())
+
+    return load

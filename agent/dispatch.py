@@ -1,0 +1,210 @@
+"""Start a call: dispatch the agent into a room and make sure one arrives.
+
+This is the API a platform backend calls (see README, "Starting a call")::
+
+    async with api.LiveKitAPI(url, key, secret) as lk:
+        result = await dispatch_agent(lk, "agent-<agentId>--call-8812", agent_id, agent_name="voice-agent")
+
+livekit-server offers a dispatch's job once, to a worker with spare capacity; if none has
+any at that instant the job is dropped and the room stays without an agent (the
+open-source server does not retry, livekit/agents #1472). So each attempt waits for the
+agent to be *ready* (a participant of kind AGENT with this ``agentId`` that has published
+``promptSource``, i.e. its session runs) for up to ``timeout`` seconds. A dispatch the
+server dropped (no agent joined after ``NO_AGENT_AFTER_SECONDS``) is deleted and re-created within
+the attempt, after a jittered backoff, until its time is up: a full fleet frees slots
+within seconds. At the end of an attempt its dispatch is deleted (livekit-server then
+terminates any job it still has, and the worker makes a job of a withdrawn dispatch
+leave) and the next attempt starts after a backoff. At most ``attempts`` attempts, so at
+most about ``attempts * timeout`` seconds.
+
+Errors::
+
+    DispatchError              no agent; the caller may try again later or tell the caller
+    +-- DispatchTimeoutError   every attempt ran out of time (``attempts``, ``seconds``)
+    +-- DispatchApiError       the LiveKit API refused or failed (``from`` its TwirpError)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from livekit import api
+
+from agent import room_guard
+
+__all__ = [
+    "DispatchApiError",
+    "DispatchError",
+    "DispatchResult",
+    "DispatchTimeoutError",
+    "backoff_delay",
+    "dispatch_agent",
+]
+
+POLL_SECONDS = 0.1
+"""How often an attempt asks ListParticipants (one cheap request to the server)."""
+NO_AGENT_AFTER_SECONDS = 5.0
+"""A dispatch whose agent has not even joined after this long was most likely dropped by
+livekit-server (no worker had a free slot): it is deleted and re-created within the same
+attempt. (``ListDispatch`` of livekit-server 1.13.5 lists no jobs, so joining is the first
+sign a worker took it.) Generous: under load, accept + job start + connect take seconds,
+and a wrong guess costs that job (it sees its dispatch withdrawn and leaves)."""
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 4.0
+READY_ATTRIBUTE = "promptSource"
+
+
+class DispatchError(Exception):
+    """No agent arrived in the room."""
+
+    def __init__(self, message: str, *, room: str, attempts: int, seconds: float) -> None:
+        """``attempts``: dispatches created; ``seconds``: since the call."""
+        super().__init__(message)
+        self.room, self.attempts, self.seconds = room, attempts, seconds
+
+
+class DispatchTimeoutError(DispatchError):
+    """Every attempt ran out of time without a ready agent."""
+
+
+class DispatchApiError(DispatchError):
+    """The LiveKit API refused or failed a request."""
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchResult:
+    room: str
+    agent_identity: str
+    """The agent participant's identity."""
+    dispatch_id: str
+    attempts: int
+    """Dispatches created, 1 when the first one was answered."""
+    seconds: float
+    """From the call to the agent being ready."""
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before dispatch number ``attempt + 1``: exponential from
+    ``BACKOFF_BASE_SECONDS``, capped at ``BACKOFF_CAP_SECONDS``, jittered to 50-100%."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    jitter = rng.uniform(0.5, 1.0) if rng is not None else random.uniform(0.5, 1.0)
+    return float(ceiling * jitter)
+
+
+async def dispatch_agent(
+    lk: api.LiveKitAPI,
+    room: str,
+    agent_id: str,
+    *,
+    agent_name: str,
+    updated_at: float | None = None,
+    timeout: float = 10,  # noqa: ASYNC109 - per attempt; the interface issue 8 names
+    attempts: int = 3,
+) -> DispatchResult:
+    """Dispatch ``agent_name`` into ``room`` for ``agent_id`` and return once its agent is
+    ready; retry with a new dispatch up to ``attempts`` times. Raises ``DispatchError``."""
+    if attempts < 1 or timeout <= 0:
+        raise ValueError("attempts must be at least 1 and timeout positive")
+    metadata = json.dumps({"agentId": agent_id, "updatedAt": updated_at})
+    request = api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    withdrawn: set[str] = set()  # an agent of these is being terminated: never the answer
+    dispatches = 0
+    try:
+        for attempt in range(1, attempts + 1):
+            deadline = loop.time() + timeout
+            while True:  # one attempt: a dispatch the server dropped is re-created at once
+                dispatches += 1
+                dispatch = await lk.agent_dispatch.create_dispatch(request)
+                ready = await _wait_ready(lk, room, agent_id, agent_name, deadline, withdrawn)
+                if isinstance(ready, tuple):
+                    identity, dispatch_id = ready
+                    seconds = time.perf_counter() - started
+                    return DispatchResult(room, identity, dispatch_id or dispatch.id, dispatches, seconds)
+                withdrawn |= await _withdraw(lk, room, agent_name)
+                pause = backoff_delay(dispatches)
+                if ready == _TIMED_OUT or loop.time() + pause >= deadline:
+                    break
+                await asyncio.sleep(pause)
+            if attempt < attempts:
+                await asyncio.sleep(backoff_delay(dispatches))
+    except (api.TwirpError, aiohttp.ClientError) as exc:
+        seconds = time.perf_counter() - started
+        raise DispatchApiError(
+            f"LiveKit API failed after {dispatches} dispatch(es): {exc}",
+            room=room,
+            attempts=dispatches,
+            seconds=seconds,
+        ) from exc
+    seconds = time.perf_counter() - started
+    raise DispatchTimeoutError(
+        f"no agent {agent_name!r} ready in room {room!r} after {dispatches} dispatches ({seconds:.1f} s)",
+        room=room,
+        attempts=dispatches,
+        seconds=seconds,
+    )
+
+
+_TIMED_OUT = "timed out"
+_DROPPED = "dropped"
+
+
+async def _wait_ready(
+    lk: api.LiveKitAPI, room: str, agent_id: str, agent_name: str, deadline: float, withdrawn: set[str]
+) -> tuple[str, str] | str:
+    """The ready agent's identity and dispatch id; else ``_DROPPED`` when no agent of ours
+    has joined ``NO_AGENT_AFTER_SECONDS`` after the dispatch, or ``_TIMED_OUT`` at
+    ``deadline`` (loop time)."""
+    loop = asyncio.get_running_loop()
+    drop_check = loop.time() + NO_AGENT_AFTER_SECONDS
+    while True:
+        listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        joined = False
+        ready: tuple[str, str] | None = None
+        for participant in listed.participants:
+            if not (room_guard.is_agent_kind(participant.kind) and room_guard.named(participant, agent_name)):
+                continue
+            dispatch_id = participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "")
+            if dispatch_id in withdrawn:
+                await _remove(lk, room, participant.identity)  # never the answer, and it must not stay
+                continue
+            joined = True
+            attributes = participant.attributes
+            if attributes.get(room_guard.AGENT_ID_ATTRIBUTE) == agent_id and attributes.get(READY_ATTRIBUTE):
+                ready = ready or (str(participant.identity), dispatch_id)
+        if ready is not None:
+            return ready
+        now = loop.time()
+        if now >= deadline:
+            return _TIMED_OUT
+        if not joined and now >= drop_check:
+            return _DROPPED  # no worker took it (livekit-server dropped it), or took it too slowly
+        await asyncio.sleep(min(POLL_SECONDS, max(deadline - now, 0)))
+
+
+async def _remove(lk: api.LiveKitAPI, room: str, identity: str) -> None:
+    """Remove the agent of a withdrawn dispatch: livekit-server's termination of its job
+    is lost when it reaches livekit-agents before the job runs, and a job that checked its
+    dispatch just before the withdrawal would otherwise hold a slot with nobody to serve."""
+    with contextlib.suppress(api.TwirpError):  # already gone
+        await lk.room.remove_participant(api.RoomParticipantIdentity(room=room, identity=identity))
+
+
+async def _withdraw(lk: api.LiveKitAPI, room: str, agent_name: str) -> set[str]:
+    """Delete this room's dispatches of ``agent_name`` (any an earlier call left too);
+    livekit-server terminates the jobs they have, a late one included. (A room created by
+    a dispatch also gets the server's automatic dispatch, agent name "": not ours.)"""
+    withdrawn = set()
+    for dispatch in await lk.agent_dispatch.list_dispatch(room):
+        if dispatch.agent_name == agent_name:
+            withdrawn.add(dispatch.id)
+            with contextlib.suppress(api.TwirpError):  # already gone: nothing to stop
+                await lk.agent_dispatch.delete_dispatch(dispatch.id, room)
+    return withdrawn

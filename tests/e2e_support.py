@@ -1,0 +1,130 @@
+"""The worker by its real command (``python -m agent start``) against a real
+livekit-server, for the e2e tests: start it, read its JSON log, stop or kill it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livekit import api
+
+from devtools.processes import LiveKitServer, LocalConvex
+from tests.conftest import REPO, project_free_env
+
+AGENT_NAME = "e2e-voice-agent"
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[str]
+    executor: str
+    lines: list[str] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for line in list(self.lines):
+            if f'"event": "{name}"' in line:
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    continue
+        return found
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` holds after some output (or the process ended)."""
+        with self.changed:
+            return self.changed.wait_for(lambda: predicate() or self.process.poll() is not None, timeout)
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and every job process it started."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+def start_worker(livekit: LiveKitServer, convex: LocalConvex, *args: str, **env: str) -> Worker:
+    """``python -m agent start`` with the fake LLM; returns once it has registered."""
+    full_env = {
+        **project_free_env(),
+        "LIVEKIT_URL": livekit.url,
+        "LIVEKIT_API_KEY": livekit.api_key,
+        "LIVEKIT_API_SECRET": livekit.api_secret,
+        "AGENT_NAME": AGENT_NAME,
+        "CONVEX_URL": convex.url,
+        "CONVEX_DEPLOY_KEY": convex.deploy_key,
+        "PROMPT_REFRESH_SECONDS": "0.5",
+        "AGENT_MODEL_FACTORY": "devtools.fake_models:fake_session",
+        "LOG_FORMAT": "json",
+        "AGENT_HTTP_PORT": "0",
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent", "start", *args],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    worker = Worker(process, full_env.get("AGENT_EXECUTOR", "thread"))
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            with worker.changed:
+                worker.lines.append(line.rstrip())
+                worker.changed.notify_all()
+        with worker.changed:
+            worker.changed.notify_all()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not worker.wait_for(lambda: any("registered worker" in line for line in worker.lines), 90):
+        worker.stop()
+        raise AssertionError("worker never registered:\n" + worker.tail())
+    if process.poll() is not None:
+        raise AssertionError(f"worker exited ({process.returncode}):\n" + worker.tail())
+    return worker
+
+
+def server_api(livekit: LiveKitServer) -> api.LiveKitAPI:
+    return api.LiveKitAPI(livekit.url.replace("ws://", "http://"), livekit.api_key, livekit.api_secret)
+
+
+async def our_agents(lk: api.LiveKitAPI, room: str) -> list[api.ParticipantInfo]:
+    listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+    return [p for p in listed.participants if p.kind == api.ParticipantInfo.Kind.AGENT]
+
+
+async def poll_until(check: Callable[[], Awaitable[bool]], seconds: float, interval: float = 0.1) -> bool:
+    """Ask the server until ``check()`` holds (it has no event for what the test waits on)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    for _ in itertools.count():
+        if await check():
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+    return False

@@ -1,0 +1,62 @@
+"""The worker's load: share of its job slots in use, CPU only when saturated for a window."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.capacity import JOBS_PER_CPU, CapacityPolicy, CpuSaturation, default_max_jobs
+
+
+def test_load_is_the_share_of_slots_in_use_scaled_to_the_server_target_load() -> None:
+    policy = CapacityPolicy(max_jobs=8, target_load=0.7)
+    assert policy.load(0) == 0
+    assert policy.load(4) == pytest.approx(0.35)
+    assert policy.load(7) < 0.7  # the server (target_load 0.7) still offers the eighth job
+    assert policy.load(8) == pytest.approx(0.7)  # full exactly at max_jobs
+    assert policy.load(20) == pytest.approx(0.7)
+
+
+def test_one_job_costs_one_slot_of_load_whatever_the_cpu_count() -> None:
+    policy = CapacityPolicy(max_jobs=5, target_load=1.0)
+    assert [policy.load(n) for n in range(6)] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+
+
+def test_sustained_cpu_saturation_marks_the_worker_full() -> None:
+    policy = CapacityPolicy(max_jobs=8, target_load=0.7)
+    assert policy.load(1, cpu_saturated=True) == pytest.approx(0.7)
+
+
+def test_a_start_up_cpu_spike_is_not_saturation() -> None:
+    window = CpuSaturation(window_seconds=30, level=0.95)
+    for second in range(5):  # a burst of job start-ups: 5 s at 100%
+        window.add(float(second), 1.0)
+    assert not window.saturated()
+
+
+def test_cpu_held_at_the_level_for_the_whole_window_is_saturation() -> None:
+    window = CpuSaturation(window_seconds=30, level=0.95)
+    for second in range(31):
+        window.add(float(second), 0.97)
+    assert window.saturated()
+    for second in range(31, 46):  # half a window of idle brings the mean down
+        window.add(float(second), 0.1)
+    assert not window.saturated()
+
+
+def test_a_level_above_one_turns_the_cpu_rule_off() -> None:
+    window = CpuSaturation(window_seconds=10, level=1.5)
+    for second in range(20):
+        window.add(float(second), 1.0)
+    assert not window.saturated()
+
+
+def test_default_max_jobs_is_four_per_cpu_and_at_least_one() -> None:
+    assert default_max_jobs(2) == 2 * JOBS_PER_CPU == 8
+    assert default_max_jobs(0.1) == 1
+
+
+def test_a_policy_without_slots_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_jobs"):
+        CapacityPolicy(max_jobs=0, target_load=0.7)
+    with pytest.raises(ValueError, match="target_load"):
+        CapacityPolicy(max_jobs=4, target_load=1.5)
