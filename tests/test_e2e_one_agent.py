@@ -51,6 +51,7 @@ async def test_a_second_dispatch_into_a_room_with_our_agent_is_rejected(livekit:
 
         assert await asyncio.to_thread(worker.wait_for, rejected, 30), worker.tail()
         assert [a.identity for a in await our_agents(lk, room)] == [first.agent_identity]
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))  # hang up: the worker stops at once
 
 
 async def test_the_late_job_of_a_withdrawn_dispatch_never_becomes_a_second_agent(
@@ -84,6 +85,7 @@ async def test_the_late_job_of_a_withdrawn_dispatch_never_becomes_a_second_agent
             return [a.identity for a in await our_agents(lk, room)] == [result.agent_identity]
 
         assert await poll_until(only_the_answer_left, 20), worker.tail()
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))  # hang up: the worker stops at once
 
 
 def result_job(worker: Worker, result: DispatchResult) -> str:
