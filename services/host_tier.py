@@ -78,26 +78,6 @@ class Heartbeat:
     at: float
 
 
-def _agent_json(agent: AgentConfig) -> dict[str, Any]:
-    return {
-        "agentId": agent.agent_id,
-        "organizationId": agent.organization_id,
-        "name": agent.name,
-        "config": dict(agent.config),
-        "updatedAt": agent.updated_at,
-    }
-
-
-def _agent_from_json(data: dict[str, Any]) -> AgentConfig:
-    return AgentConfig(
-        agent_id=str(data["agentId"]),
-        organization_id=str(data["organizationId"]),
-        name=str(data["name"]),
-        config=dict(data["config"]),
-        updated_at=float(data["updatedAt"]),
-    )
-
-
 def _prompt_key(agent_id: str, version: float) -> bytes:
     return b"p:" + cache_key(agent_id, version).encode()
 
@@ -327,7 +307,7 @@ class HostTier:
         confirmed = loaded_at
         if recorded is not None and float(recorded["u"]) == version:
             confirmed = max(confirmed, float(recorded["w"]), float(beat["at"]) if beat is not None else confirmed)
-        return HostPrompt(str(entry["prompt"]), _agent_from_json(entry["agent"]), loaded_at, confirmed)
+        return HostPrompt(str(entry["prompt"]), AgentConfig.from_json(entry["agent"]), loaded_at, confirmed)
 
     # ------------------------------------------------------------------ writes (owner only)
 
@@ -362,7 +342,7 @@ class HostTier:
         """Hold this version (dropping the agent's older one), record it as current, end
         the agent's loading mark, and evict the oldest entries beyond the bounds."""
         key = _prompt_key(agent.agent_id, agent.updated_at)
-        value = json.dumps({"prompt": prompt, "agent": _agent_json(agent), "loadedAt": loaded_at}).encode()
+        value = json.dumps({"prompt": prompt, "agent": agent.to_json(), "loadedAt": loaded_at}).encode()
         if len(value) > self._max_bytes:
             log.warning("host_tier_entry_too_large", agentId=agent.agent_id, bytes=len(value))
             return

@@ -52,6 +52,27 @@ class AgentConfig:
     def from_record(cls, record: AgentRecord) -> AgentConfig:
         return cls(record.agent_id, record.organization_id, record.name, record.config, record.updated_at)
 
+    def to_json(self) -> dict[str, Any]:
+        """The form the shared tiers (host, Redis) store next to a prompt."""
+        return {
+            "agentId": self.agent_id,
+            "organizationId": self.organization_id,
+            "name": self.name,
+            "config": dict(self.config),
+            "updatedAt": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AgentConfig:
+        """Inverse of :meth:`to_json`; raises KeyError/TypeError/ValueError on a bad shape."""
+        return cls(
+            agent_id=str(data["agentId"]),
+            organization_id=str(data["organizationId"]),
+            name=str(data["name"]),
+            config=dict(data["config"]),
+            updated_at=float(data["updatedAt"]),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class PromptResult:

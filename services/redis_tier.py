@@ -32,7 +32,6 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from redis import exceptions as redis_errors
@@ -149,26 +148,6 @@ class SharedVersion:
     trusted: bool = True
 
 
-def _agent_to_json(agent: AgentConfig) -> dict[str, Any]:
-    return {
-        "agentId": agent.agent_id,
-        "organizationId": agent.organization_id,
-        "name": agent.name,
-        "config": dict(agent.config),
-        "updatedAt": agent.updated_at,
-    }
-
-
-def _agent_from_json(data: dict[str, Any]) -> AgentConfig:
-    return AgentConfig(
-        agent_id=str(data["agentId"]),
-        organization_id=str(data["organizationId"]),
-        name=str(data["name"]),
-        config=dict(data["config"]),
-        updated_at=float(data["updatedAt"]),
-    )
-
-
 def _finite(value: object) -> float | None:
     """``value`` as a finite float, or None (missing, garbage, NaN, infinite)."""
     if isinstance(value, bytes):
@@ -188,7 +167,7 @@ def _decode_prompt(raw: object, agent_id: str, updated_at: float) -> SharedPromp
         return None
     try:
         data = json.loads(raw)
-        agent = _agent_from_json(data["agent"])
+        agent = AgentConfig.from_json(data["agent"])
         prompt = data["prompt"]
         loaded_at = _finite(data["loadedAt"])
     except (ValueError, KeyError, TypeError):
@@ -273,7 +252,7 @@ class RedisTier:
     async def put_prompt(self, agent_id: str, updated_at: float, prompt: str, agent: AgentConfig) -> None:
         if not self.available:
             return
-        payload = json.dumps({"prompt": prompt, "agent": _agent_to_json(agent), "loadedAt": self._clock()})
+        payload = json.dumps({"prompt": prompt, "agent": agent.to_json(), "loadedAt": self._clock()})
         try:  # SET replaces a value of any type: a garbage key is overwritten here
             await self._client.set(self._prompt_key(agent_id, updated_at), payload, ex=self._prompt_ttl)
         except _KEY_ERRORS as exc:

@@ -13,9 +13,11 @@ import pytest
 from devtools.processes import (
     DEMO_SEED,
     REPO,
+    LiveKitServer,
     LocalConvex,
     RedisServer,
     ServiceStartError,
+    start_livekit,
     start_local_convex,
     start_redis,
 )
@@ -74,3 +76,15 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def livekit() -> Iterator[LiveKitServer]:
+    """A real ``livekit-server --dev`` on free loopback ports, one per test module."""
+    try:
+        server = start_livekit()
+    except ServiceStartError as exc:
+        unavailable(str(exc))
+        raise
+    yield server
+    server.stop()

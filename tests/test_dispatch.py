@@ -4,7 +4,6 @@ jittered retries, every dispatch withdrawn, typed errors."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 from livekit import api
@@ -18,22 +17,10 @@ from agent.dispatch import (
     backoff_delay,
     dispatch_agent,
 )
-from devtools.processes import LiveKitServer, ServiceStartError, start_livekit
-from tests.conftest import unavailable
+from devtools.processes import LiveKitServer
 from tests.e2e_support import server_api
 
 AGENT_ID = "00000000000000000000010000agents"
-
-
-@pytest.fixture(scope="module")
-def livekit() -> Iterator[LiveKitServer]:
-    try:
-        server = start_livekit()
-    except ServiceStartError as exc:
-        unavailable(str(exc))
-        raise
-    yield server
-    server.stop()
 
 
 def test_backoff_grows_from_the_base_to_the_cap_with_jitter() -> None:

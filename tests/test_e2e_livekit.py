@@ -16,24 +16,12 @@ from livekit import api, rtc
 
 from agent.targeting import room_name_for
 from devtools.fake_models import prompt_tag
-from devtools.processes import LiveKitServer, LocalConvex, ServiceStartError, start_livekit
+from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
-from tests.conftest import unavailable
 from tests.e2e_support import AGENT_NAME, Worker, start_worker
 
 pytestmark = pytest.mark.e2e
 PRIYA = local_backend_id(0)
-
-
-@pytest.fixture(scope="module")
-def livekit() -> Iterator[LiveKitServer]:
-    try:
-        server = start_livekit()
-    except ServiceStartError as exc:
-        unavailable(str(exc))
-        raise
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -12,24 +12,12 @@ from livekit import api
 
 from agent.dispatch import DispatchResult, dispatch_agent
 from agent.targeting import room_name_for
-from devtools.processes import LiveKitServer, LocalConvex, ServiceStartError, start_livekit
+from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
-from tests.conftest import unavailable
 from tests.e2e_support import AGENT_NAME, Worker, our_agents, poll_until, server_api, start_worker
 
 pytestmark = pytest.mark.e2e
 PRIYA = local_backend_id(0)
-
-
-@pytest.fixture(scope="module")
-def livekit() -> Iterator[LiveKitServer]:
-    try:
-        server = start_livekit()
-    except ServiceStartError as exc:
-        unavailable(str(exc))
-        raise
-    yield server
-    server.stop()
 
 
 @pytest.fixture

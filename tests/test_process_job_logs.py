@@ -22,24 +22,13 @@ import pytest
 from livekit import api
 
 from agent.targeting import room_name_for
-from devtools.processes import LiveKitServer, LocalConvex, ServiceStartError, start_livekit
+from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
-from tests.conftest import REPO, project_free_env, unavailable
+from tests.conftest import REPO, project_free_env
 
 pytestmark = pytest.mark.e2e
 AGENT_NAME = "process-logs-agent"
 PRIYA = local_backend_id(0)
-
-
-@pytest.fixture(scope="module")
-def livekit() -> Iterator[LiveKitServer]:
-    try:
-        server = start_livekit()
-    except ServiceStartError as exc:
-        unavailable(str(exc))
-        raise
-    yield server
-    server.stop()
 
 
 @dataclass
