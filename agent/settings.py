@@ -14,6 +14,12 @@ from services.settings import SettingsError
 DEFAULT_MODEL_FACTORY = "agent.models:openai_session"
 
 
+def server_api_url(livekit_url: str) -> str:
+    """The server API's URL for a worker's ``LIVEKIT_URL`` (``ws[s]://`` -> ``http[s]://``):
+    livekit-api's client wants the HTTP form of the same address."""
+    return livekit_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+
+
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
 

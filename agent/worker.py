@@ -23,9 +23,9 @@ from agent.connect_gate import CONNECT_GATE
 from agent.llm_cache import CachedTokens
 from agent.models import load_session_factory
 from agent.service_holder import close_service, get_service, prepare_host_tier
-from agent.settings import WorkerSettings
+from agent.settings import WorkerSettings, server_api_url
 from agent.targeting import JobTarget, JobTargetError, resolve_target
-from agent.tenancy import OrganizationNotServedError, check_organization, warn_if_unrestricted
+from agent.tenancy import OrganizationNotServedError, check_organization, serves, warn_if_unrestricted
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
 from services.hints import clip
 from services.logging import forward_events_to_the_worker, prompt_fingerprint
@@ -186,7 +186,7 @@ async def accept_or_reject(
         return
     # Known without I/O only if this process holds the agent; else the job checks it.
     organization = service.cached_organization(target.agent_id)
-    if organization is not None and settings.organizations is not None and organization not in settings.organizations:
+    if organization is not None and not serves(settings.organizations, organization):
         log.warning(
             "job_rejected",
             room=clip(request.room.name),
@@ -216,9 +216,8 @@ def _main_process_api(settings: WorkerSettings) -> api.LiveKitAPI:
     """The main process's server API client (``on_request`` always runs on its loop)."""
     global _main_api  # noqa: PLW0603 - one client for the main process's loop
     if _main_api is None:
-        url = settings.livekit_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
         secret = settings.livekit_api_secret.get_secret_value()
-        _main_api = api.LiveKitAPI(url, settings.livekit_api_key, secret)
+        _main_api = api.LiveKitAPI(server_api_url(settings.livekit_url), settings.livekit_api_key, secret)
     return _main_api
 
 

@@ -22,6 +22,7 @@ import httpx
 from livekit import api
 
 from agent.dispatch import DispatchError, dispatch_agent
+from agent.settings import server_api_url
 from agent.targeting import room_name_for
 from services.agent_ids import AGENT_ID_PATTERN
 from services.file_store import FileAgentStore
@@ -62,8 +63,7 @@ async def create_room(agent_id: str, suffix: str) -> None:
     secret = os.environ.get("LIVEKIT_API_SECRET", "secret")
     agent_name = os.environ.get("AGENT_NAME", "")
     room = room_name_for(agent_id, suffix)
-    http_url = url.replace("ws://", "http://").replace("wss://", "https://")
-    async with api.LiveKitAPI(http_url, key, secret) as lk:
+    async with api.LiveKitAPI(server_api_url(url), key, secret) as lk:
         await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=600))
         if agent_name:
             result = await dispatch_agent(lk, room, agent_id, agent_name=agent_name)

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from agent.settings import server_api_url
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SEED = REPO / "convex" / "seed" / "demo-agents.json"
 LIVEKIT_SERVER = REPO / ".tools" / "bin" / "server"
@@ -189,6 +191,11 @@ class LiveKitServer:
     api_key: str
     api_secret: str
     managed: ManagedProcess
+
+    @property
+    def http_url(self) -> str:
+        """The server API's address (``LiveKitAPI`` wants ``http://``)."""
+        return server_api_url(self.url)
 
     def stop(self) -> None:
         self.managed.stop()

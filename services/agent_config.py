@@ -107,7 +107,7 @@ class AgentConfigService:
             self._redis = RedisTier(
                 settings.redis_url.get_secret_value(),
                 prompt_ttl_seconds=max(settings.stale_if_error_seconds, settings.ttl_seconds),
-                trust_seconds=max(5 * settings.refresh_seconds, 10.0),
+                trust_seconds=self._trust_seconds,
                 clock=self._clock,
             )
         if run_refresher:
@@ -444,7 +444,8 @@ class AgentConfigService:
 
     @property
     def _trust_seconds(self) -> float:
-        return max(5 * self._settings.refresh_seconds, 10.0)  # as for Redis's heartbeat
+        """How long a shared tier's heartbeat vouches for its versions (host tier and Redis)."""
+        return max(5 * self._settings.refresh_seconds, 10.0)
 
     async def _load_via_host(self, agent_id: str, version: float | None) -> PromptResult:
         """The main process marks the agent as loading for its job processes; a job process

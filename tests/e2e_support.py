@@ -109,7 +109,7 @@ def start_worker(livekit: LiveKitServer, convex: LocalConvex, *args: str, **env:
 
 
 def server_api(livekit: LiveKitServer) -> api.LiveKitAPI:
-    return api.LiveKitAPI(livekit.url.replace("ws://", "http://"), livekit.api_key, livekit.api_secret)
+    return api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret)
 
 
 async def our_agents(lk: api.LiveKitAPI, room: str) -> list[api.ParticipantInfo]:

@@ -59,8 +59,7 @@ async def test_a_dispatch_the_server_dropped_is_recreated_within_the_attempt(liv
 
 
 async def test_refused_credentials_raise_an_api_error(livekit: LiveKitServer) -> None:
-    http_url = livekit.url.replace("ws://", "http://")
-    async with api.LiveKitAPI(http_url, livekit.api_key, "not-the-secret") as lk:
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, "not-the-secret") as lk:
         with pytest.raises(DispatchApiError) as caught:
             await dispatch_agent(lk, "agent-x--y", AGENT_ID, agent_name="voice-agent")
     assert isinstance(caught.value.__cause__, api.TwirpError)

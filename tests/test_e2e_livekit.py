@@ -40,7 +40,7 @@ class Call:
 
 @contextlib.asynccontextmanager
 async def call(livekit: LiveKitServer, room_name: str) -> AsyncIterator[Call]:
-    async with api.LiveKitAPI(livekit.url.replace("ws://", "http://"), livekit.api_key, livekit.api_secret) as lk:
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
         await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room_name))
     token = (
         api.AccessToken(livekit.api_key, livekit.api_secret)

@@ -84,7 +84,7 @@ async def test_a_process_jobs_events_come_out_of_the_worker_as_the_same_json(
     livekit: LiveKitServer, worker: Worker
 ) -> None:
     assert await asyncio.to_thread(worker.registered.wait, 60), "\n".join(worker.lines[-40:])
-    async with api.LiveKitAPI(livekit.url.replace("ws://", "http://"), livekit.api_key, livekit.api_secret) as lk:
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
         request = api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room_name_for(PRIYA, "proc"))
         await lk.agent_dispatch.create_dispatch(request)
     assert await asyncio.to_thread(worker.started.wait, 60), "\n".join(worker.lines[-40:])

@@ -207,8 +207,7 @@ async def livekit_phase(target: Target, executor: str, use_redis: bool, outcome:
         log = log_path.open("w")
         worker = await _start_registered_worker(env, log, log_path, target.simulation)
         try:
-            http_url = livekit.url.replace("ws://", "http://")
-            async with api.LiveKitAPI(http_url, livekit.api_key, livekit.api_secret) as lk:
+            async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
                 slots = asyncio.Semaphore(target.concurrency)
 
                 async def join(n: int, index: int) -> None:
