@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,3 +90,30 @@ def livekit() -> Iterator[LiveKitServer]:
         raise
     yield server
     server.stop()
+
+
+@pytest.fixture
+def hanging_port() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers (a hung Convex or Redis)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join(2)
+    for conn in held:
+        conn.close()
+    listener.close()

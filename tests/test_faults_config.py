@@ -5,12 +5,9 @@ no more than the Redis operation timeout."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -118,39 +115,12 @@ async def test_a_refused_deploy_key_is_logged_and_counted_apart_from_an_outage(c
     assert all("not-the-key" not in str(entry) for entry in logs)
 
 
-@pytest.fixture
-def hung_redis() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers (a hung Redis)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(listener.getsockname()[1])
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    listener.close()
-
-
 async def test_a_hung_redis_costs_a_join_at_most_the_redis_operation_timeout(
-    convex: LocalConvex, hung_redis: int
+    convex: LocalConvex, hanging_port: int
 ) -> None:
     from services.redis_tier import RedisTier
 
-    url = f"redis://:{PASSWORD}@127.0.0.1:{hung_redis}/0"
+    url = f"redis://:{PASSWORD}@127.0.0.1:{hanging_port}/0"
     settings = settings_for(convex, PROMPT_CACHE_REDIS_URL=url)
     service = AgentConfigService(settings, store_factory=default_store_factory(settings), run_refresher=False)
     defaults = RedisTier.__init__.__kwdefaults__ or {}

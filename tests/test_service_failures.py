@@ -3,10 +3,7 @@ typed error within the deadline for agents never seen, nothing malformed cached.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -75,33 +72,6 @@ async def test_a_dead_convex_on_a_closed_port_still_serves_what_was_seen() -> No
         await service.aclose()
         server.stop()
     assert stale.stale and stale.prompt == fresh.prompt
-
-
-@pytest.fixture
-def hanging_port() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(listener.getsockname()[1])
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    listener.close()
 
 
 async def test_an_agent_never_seen_fails_within_three_timeouts_when_convex_hangs(hanging_port: int) -> None:
