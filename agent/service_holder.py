@@ -27,7 +27,7 @@ from services.host_tier import HostTier, HostTierError, default_directory
 
 log = structlog.get_logger(__name__)
 
-HOST_CACHE_DIR_ENV = "PROMPT_HOST_CACHE_DIR"
+HOST_CACHE_DIR_ENV = "PROMPT_HOST_CACHE_DIR"  # ServiceSettings.host_cache_dir; exported to job processes
 
 _lock = threading.Lock()
 _service: AgentConfigService | None = None
@@ -56,9 +56,9 @@ def prepare_host_tier() -> Path:
     global _host_dir, _host_dir_created  # noqa: PLW0603 - decided once per worker
     with _lock:
         if _host_dir is None:
-            configured = os.environ.get(HOST_CACHE_DIR_ENV)
-            _host_dir = Path(configured) if configured else default_directory()
-            _host_dir_created = not configured
+            configured = ServiceSettings.from_env().host_cache_dir
+            _host_dir = configured or default_directory()
+            _host_dir_created = configured is None
             os.environ[HOST_CACHE_DIR_ENV] = str(_host_dir)
             atexit.register(remove_host_directory)
         return _host_dir
@@ -85,11 +85,11 @@ def _claim_host_tier() -> HostTier | None:
 
 
 def _open_reader() -> HostTier | None:
-    directory = os.environ.get(HOST_CACHE_DIR_ENV)
-    if not directory:
+    directory = ServiceSettings.from_env().host_cache_dir  # exported by the main process
+    if directory is None:
         return None
     try:
-        return HostTier.open_reader(Path(directory))
+        return HostTier.open_reader(directory)
     except HostTierError as exc:
         log.warning("host_tier_unavailable", role="reader", reason=str(exc))
         return None
