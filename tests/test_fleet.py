@@ -130,7 +130,8 @@ async def test_a_follower_whose_subscription_drops_falls_back_to_polling(
         await until(lambda: not fleet_of(follower).subscribed, "the subscription to drop")
         edit(convex, MARCO, "After the drop.")
         await until_served([follower], MARCO, "After the drop.")
-        assert fleet_of(follower).own_polls > 0
+        # Counted once the poll has finished, just after it served the edit: wait for it.
+        await until(lambda: fleet_of(follower).own_polls > 0, "the follower to poll Convex itself")
         assert leader.fleet_role == "leader"  # the leader was alive all along
     finally:
         await follower.aclose()
