@@ -51,37 +51,40 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
             return room, result, after_kill
 
-    def in_flight_on_doomed() -> str | None:
-        """A room whose job the doomed worker received but whose agent is not ready yet."""
+    def in_flight_on_doomed() -> set[str]:
+        """Rooms whose job the doomed worker received and whose call has not finished. One
+        of them may already have a ready agent that its caller has not seen yet (the log
+        line comes after the attributes), so the test speaks of all of them."""
         started = {e["room"] for e in doomed.events("job_started")}
+        rooms = set()
         for line in list(doomed.lines):
             if "received job request" in line and "two-workers-" in line:
                 room = line.split('"room": "', 1)[1].split('"', 1)[0]
                 if room not in finished and room not in started:
-                    return room
-        return None
+                    rooms.add(room)
+        return rooms
 
-    async def kill_when_a_call_is_in_flight_on_it() -> str:
+    async def kill_when_a_call_is_in_flight_on_it() -> set[str]:
         def ready() -> bool:
-            return len(finished) >= 4 and in_flight_on_doomed() is not None
+            return len(finished) >= 4 and bool(in_flight_on_doomed())
 
         assert await asyncio.to_thread(doomed.wait_for, ready, 60), doomed.tail()
-        room = in_flight_on_doomed()
-        assert room is not None
         doomed.kill()
         killed.set()
-        return room
+        rooms = in_flight_on_doomed()
+        assert rooms
+        return rooms
 
     async with server_api(livekit) as lk:
         killer = asyncio.create_task(kill_when_a_call_is_in_flight_on_it())
         calls = await asyncio.gather(*(one(n) for n in range(CALLS)))
-        stranded_room = await killer
+        stranded_rooms = await killer
 
     assert len(calls) == CALLS  # every call got an agent
     by_room = {room: result for room, result, _ in calls}
     served_by_survivor = {e["room"] for e in survivor.events("job_started")}
-    assert by_room[stranded_room].attempts >= 2  # recovered by a new dispatch ...
-    assert stranded_room in served_by_survivor  # ... which the survivor served
+    recovered = [r for r in stranded_rooms if by_room[r].attempts >= 2 and r in served_by_survivor]
+    assert recovered, stranded_rooms  # a call stranded on the killed worker: re-dispatched, served by the survivor
     later = [room for room, _, after_kill in calls if after_kill]
     assert later, "no call started after the kill"
     assert set(later) <= served_by_survivor
