@@ -18,7 +18,15 @@ from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobP
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from agent import room_guard
-from agent.capacity import CapacityPolicy, CpuSampler, CpuSaturation, default_max_jobs, load_function
+from agent.capacity import (
+    STATUS_INTERVAL_SECONDS,
+    CapacityPolicy,
+    CpuSampler,
+    CpuSaturation,
+    default_max_jobs,
+    load_function,
+    report_status_every,
+)
 from agent.connect_gate import CONNECT_GATE
 from agent.llm_cache import CachedTokens
 from agent.models import load_session_factory
@@ -106,6 +114,7 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
     cpu = CpuSaturation(window_seconds=CPU_WINDOW_SECONDS, level=settings.cpu_saturation)
     port = http_port if http_port is not None else settings.http_port
     extra: dict[str, Any] = {} if port is None else {"port": port}
+    report_status_every(STATUS_INTERVAL_SECONDS)
     server = AgentServer(
         job_executor_type=executor,
         ws_url=settings.livekit_url,
@@ -120,6 +129,7 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
         # exactly one slot (the default, one per CPU, would mark a 2-CPU worker full after
         # two accepted jobs of a burst).
         num_idle_processes=policy.max_jobs,
+        preload_modules=["agent.process_warmup"],
         **extra,
     )
 

@@ -18,6 +18,7 @@ import httpx
 
 from services.errors import StoreAuthError, StoreResponseError, StoreUnavailableError
 from services.hints import clip
+from services.tls import client_ssl_context
 
 FunctionKind = Literal["query", "mutation", "action"]
 
@@ -59,6 +60,7 @@ class ConvexHttpClient:
             headers={"Authorization": f"Convex {deploy_key}", "Content-Type": "application/json"},
             timeout=httpx.Timeout(timeout_seconds),
             transport=transport,
+            verify=client_ssl_context(),
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
         )
 

@@ -60,3 +60,18 @@ def test_a_policy_without_slots_is_refused() -> None:
         CapacityPolicy(max_jobs=0, target_load=0.7)
     with pytest.raises(ValueError, match="target_load"):
         CapacityPolicy(max_jobs=4, target_load=1.5)
+
+
+def test_the_worker_reports_its_status_to_livekit_server_every_half_second() -> None:
+    from livekit.agents import worker as livekit_worker
+
+    from agent.capacity import STATUS_INTERVAL_SECONDS, report_status_every
+
+    before = livekit_worker.UPDATE_STATUS_INTERVAL
+    try:
+        report_status_every(STATUS_INTERVAL_SECONDS)
+        assert livekit_worker.UPDATE_STATUS_INTERVAL == STATUS_INTERVAL_SECONDS == 0.5
+        with pytest.raises(ValueError, match="positive"):
+            report_status_every(0)
+    finally:
+        livekit_worker.UPDATE_STATUS_INTERVAL = before

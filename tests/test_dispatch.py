@@ -51,11 +51,11 @@ async def test_a_dispatch_the_server_dropped_is_recreated_within_the_attempt(liv
     room = "agent-00000000000000000000010000agents--dropped"
     async with server_api(livekit) as lk:
         with pytest.raises(DispatchTimeoutError) as caught:
-            # no worker: no agent joins, which the dispatcher takes as dropped after 5 s
+            # no worker takes it: the dispatcher takes it as dropped after NOT_TAKEN_AFTER_SECONDS
             await dispatch_agent(lk, room, AGENT_ID, agent_name="no-such-worker", timeout=8, attempts=1)
         left = await lk.agent_dispatch.list_dispatch(room)
         assert [d.id for d in left if d.agent_name == "no-such-worker"] == []
-    assert caught.value.attempts == 2  # dispatches: the dropped one and its replacement
+    assert caught.value.attempts >= 2  # dispatches: the dropped one and its replacements
 
 
 async def test_refused_credentials_raise_an_api_error(livekit: LiveKitServer) -> None:

@@ -171,6 +171,7 @@ def livekit_figures(outcome: Outcome) -> dict[str, Any]:
         "livekit_dispatch_p50_ms": percentile(ms, 0.50) if ms else None,
         "livekit_dispatch_p95_ms": percentile(ms, 0.95) if ms else None,
         "livekit_dispatch_p99_ms": percentile(ms, 0.99) if ms else None,
+        "livekit_dispatch_max_ms": max(ms) if ms else None,
         "livekit_attempts_mean": sum(attempts) / len(attempts) if attempts else None,
         "livekit_errors": outcome.livekit_errors,
     }
