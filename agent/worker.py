@@ -9,6 +9,7 @@ process's AgentConfigService.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ from agent.llm_cache import CachedTokens
 from agent.models import load_session_factory
 from agent.service_holder import close_service, get_service, prepare_host_tier
 from agent.settings import WorkerSettings, server_api_url
-from agent.targeting import JobTarget, JobTargetError, resolve_target
+from agent.targeting import JobTarget, JobTargetError, resolve_target, room_name_for
 from agent.tenancy import OrganizationNotServedError, check_organization, serves, warn_if_unrestricted
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
 from services.hints import clip
@@ -164,14 +165,27 @@ async def entrypoint(ctx: JobContext) -> None:
     await run_job(ctx, WorkerSettings.from_env())
 
 
+WARM_AGENT_ID = "0" * 32
+"""A well-formed agent id that names no agent: what ``prewarm`` walks a job's path with."""
+
+
 def prewarm(proc: JobProcess) -> None:
     """Build the service before the job arrives (in a PROCESS-mode job process this opens
     the host tier read-only, off the call's path). Never raises: a failing prewarm makes
     the worker respawn processes in a loop; the job itself reports what is wrong."""
-    if proc.executor_type == JobExecutorType.PROCESS:
+    process_mode = proc.executor_type == JobExecutorType.PROCESS
+    if process_mode:
         forward_events_to_the_worker()  # one log stream: the worker renders this process's events
     try:
-        get_service(run_refresher=proc.executor_type == JobExecutorType.THREAD)
+        service = get_service(run_refresher=not process_mode)
+        if process_mode:
+            warmed = service.warm_job_process()
+            # the rest of a job's way to its prompt: the room name's parse, the log chain
+            # (structlog, the forwarding handler) and the organization check
+            with contextlib.suppress(JobTargetError):
+                resolve_target(room_name_for(WARM_AGENT_ID), "", WorkerSettings.from_env().room_name_pattern)
+            check_organization(None, WARM_AGENT_ID, "")
+            log.info("job_process_ready", hostTierWarmed=warmed)
     except Exception:
         log.exception("prewarm_failed")
 

@@ -168,6 +168,17 @@ class AgentConfigService:
         """The agent's name and config, from the same tiers (and the same read) as its prompt."""
         return (await self.get_full_prompt(agent_id)).agent
 
+    def warm_job_process(self) -> bool:
+        """A PROCESS-mode job process, in ``prewarm``: walk the hit path once (a host-tier
+        read and decode, the metric children it records) so that the process's first
+        lookup does not pay the copy-on-write faults and first-use costs of a process
+        forked from the forkserver. Records nothing. False if there was nothing to read."""
+        if self._host is None or self._host.owner:
+            return False
+        warmed = self._host.warm()
+        metrics.resolution_counter("host", False).inc(0)
+        return warmed
+
     def known_missing(self, agent_id: str) -> bool:
         """True if the agent is known to be deleted, or the store said recently that it does
         not exist and the change feed has not shown it since (no I/O)."""

@@ -286,6 +286,29 @@ class HostTier:
             self._read_failed("newest", exc)
             return None
 
+    def warm(self) -> bool:
+        """Read and decode one held prompt, discarding it: a job process forked from the
+        worker's forkserver pays its copy-on-write faults and first-use costs along this
+        read path in ``prewarm``, before its job, instead of during the job's first lookup.
+        False if the tier holds no prompt yet (or cannot be read)."""
+        env = self._reader_env()
+        if env is None:
+            return False
+        try:
+            with env.begin() as txn:
+                beat = self._get_json(txn, _HEARTBEAT)
+                cursor = txn.cursor()
+                if not cursor.set_range(b"p:") or not bytes(cursor.key()).startswith(b"p:"):
+                    return False
+                agent_id = bytes(cursor.key())[2:].rsplit(b":", 1)[0].decode()
+                entry = json.loads(bytes(cursor.value()))
+                recorded = self._get_json(txn, _version_key(agent_id))
+                self._entry(entry, float(entry["agent"]["updatedAt"]), recorded, beat)
+                return True
+        except (lmdb.Error, ValueError, KeyError, TypeError) as exc:
+            self._read_failed("warm", exc)
+            return False
+
     def loading_since(self, agent_id: str) -> float | None:
         """When the owner started loading this agent, if it is loading it now."""
         env = self._reader_env()

@@ -150,3 +150,31 @@ def test_a_deleted_agent_leaves_the_tier_entirely(tmp_path: Path) -> None:
     assert tier.newest("gone") is None  # nor for stale-if-error
     assert look(tier, "kept") == "stays"
     assert tier.entries == 1
+
+
+def test_a_reader_warms_its_read_path_on_a_held_prompt_and_reports_an_empty_tier(tmp_path: Path) -> None:
+    clock = FakeClock()
+    tier = owner(tmp_path, clock)
+    reader_code = (
+        "import sys; from pathlib import Path; from services.host_tier import HostTier\n"
+        "r = HostTier.open_reader(Path(sys.argv[1]))\n"
+        "print(r.warm())\n"
+        "sys.stdin.readline()\n"
+        "print(r.warm(), r.lookup('a', None, trust_seconds=60, fresh_seconds=600).prompt)\n"
+    )
+    reader = subprocess.Popen(
+        [sys.executable, "-c", reader_code, str(tmp_path)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert reader.stdout is not None and reader.stdin is not None
+    assert reader.stdout.readline().strip() == "False"  # nothing held yet
+    tier.put_prompt(agent("a", 1.0), "held prompt", clock())
+    tier.heartbeat(clock())
+    reader.stdin.write("go\n")
+    reader.stdin.flush()
+    assert reader.stdout.readline().strip() == "True held prompt"  # warming consumed nothing
+    assert reader.wait(30) == 0
+    tier.close()
