@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import IO
 
 from devtools.processes import DEMO_SEED, REPO, start_local_convex
 from services.file_store import local_backend_id
@@ -59,6 +62,12 @@ def pss_mb(root: int) -> float:
     return total_kb / 1024
 
 
+def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put("")  # the driver exited
+
+
 def measure(executor: str, calls: int, settle: float, convex_url: str, deploy_key: str) -> tuple[float, float, int]:
     """(idle MB, loaded MB, processes loaded) for one executor."""
     with TemporaryDirectory(prefix="bench-memory-") as tmp:
@@ -85,16 +94,20 @@ def measure(executor: str, calls: int, settle: float, convex_url: str, deploy_ke
             text=True,
         )
         assert driver.stdin is not None and driver.stdout is not None
+        # The driver's stdout carries its log stream too: read it all the time, or a full
+        # pipe blocks the driver (and its calls) while this process sleeps.
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_pump, args=(driver.stdout, lines), daemon=True).start()
         try:
-            while driver.stdout.readline().strip() != "READY":
-                if driver.poll() is not None:
+            while (first := lines.get(timeout=120)).strip() != "READY":
+                if not first:
                     raise RuntimeError("the executor driver exited before it was ready")
             time.sleep(settle)  # a benchmark: let the idle pool finish prewarming
             idle = pss_mb(driver.pid)
             for n in range(calls):
                 driver.stdin.write(f"agent-{local_backend_id(n % DEMO_AGENTS)}--mem{n}\n")
                 driver.stdin.flush()
-                while not (line := driver.stdout.readline()).startswith("JOIN "):
+                while not (line := lines.get(timeout=120)).startswith("JOIN "):
                     if not line:
                         raise RuntimeError("the executor driver exited during a call")
                 if '"error"' in line:
