@@ -17,6 +17,7 @@ from typing import Any
 
 from livekit import api
 
+from agent.dispatch import DispatchResult
 from devtools.processes import LiveKitServer, LocalConvex
 from tests.conftest import REPO, project_free_env
 
@@ -128,3 +129,8 @@ async def poll_until(check: Callable[[], Awaitable[bool]], seconds: float, inter
             return False
         await asyncio.sleep(interval)
     return False
+
+
+def job_of(result: DispatchResult) -> str:
+    """The job id behind the agent that answered (its identity is ``agent-<jobId>``)."""
+    return result.agent_identity.removeprefix("agent-")

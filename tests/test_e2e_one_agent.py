@@ -14,7 +14,7 @@ from agent.dispatch import DispatchResult, dispatch_agent
 from agent.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
-from tests.e2e_support import AGENT_NAME, Worker, our_agents, poll_until, server_api, start_worker
+from tests.e2e_support import AGENT_NAME, Worker, job_of, our_agents, poll_until, server_api, start_worker
 
 pytestmark = pytest.mark.e2e
 PRIYA = local_backend_id(0)
@@ -77,5 +77,5 @@ async def test_the_late_job_of_a_withdrawn_dispatch_never_becomes_a_second_agent
 
 
 def result_job(worker: Worker, result: DispatchResult) -> str:
-    """The job id behind the agent that answered (its identity is ``agent-<jobId>``)."""
-    return result.agent_identity.removeprefix("agent-")
+    """The job id behind the agent that answered."""
+    return job_of(result)

@@ -14,7 +14,7 @@ from agent.dispatch import DispatchResult, dispatch_agent
 from agent.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
-from tests.e2e_support import AGENT_NAME, Worker, server_api, start_worker
+from tests.e2e_support import AGENT_NAME, Worker, job_of, server_api, start_worker
 
 pytestmark = pytest.mark.e2e
 PRIYA = local_backend_id(0)
@@ -82,7 +82,10 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
 
     assert len(calls) == CALLS  # every call got an agent
     by_room = {room: result for room, result, _ in calls}
-    served_by_survivor = {e["room"] for e in survivor.events("job_started")}
+    # Whose agent answered, by its job: livekit-agents logs "received job request" before
+    # the job runs, while "job_started" can come after the caller has hung up.
+    survivor_jobs = {e["job_id"] for e in survivor.events("received job request")}
+    served_by_survivor = {room for room, result in by_room.items() if job_of(result) in survivor_jobs}
     recovered = [r for r in stranded_rooms if by_room[r].attempts >= 2 and r in served_by_survivor]
     assert recovered, stranded_rooms  # a call stranded on the killed worker: re-dispatched, served by the survivor
     later = [room for room, _, after_kill in calls if after_kill]
