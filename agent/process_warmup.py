@@ -18,14 +18,17 @@ loop are built in each job process's ``prewarm``).
 
 from __future__ import annotations
 
+from typing import get_args
+
 from livekit.agents.utils import http_context
 
 import agent.worker  # noqa: F401 - imported for its side effect: the job module, loaded once
 from services import metrics
+from services.models import PromptSource
 from services.tls import client_ssl_context
 
 client_ssl_context()
-for _source in ("ram", "host", "redis", "db", "build"):  # the children a resolution records
+for _source in get_args(PromptSource):  # the children a resolution records
     metrics.resolve_histogram(_source)
     metrics.resolution_counter(_source, False)
     metrics.resolution_counter(_source, True)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from livekit import api
 
-from agent.dispatch import DispatchResult, dispatch_agent
+from agent.dispatch import dispatch_agent
 from agent.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
@@ -67,15 +67,10 @@ async def test_the_late_job_of_a_withdrawn_dispatch_never_becomes_a_second_agent
             return any(e["room"] == room for e in worker.events("job_yielded"))
 
         assert await asyncio.to_thread(worker.wait_for, late_job_over, 30), worker.tail()
-        assert [e["jobId"] for e in worker.events("job_started") if e["room"] == room] == [result_job(worker, result)]
+        assert [e["jobId"] for e in worker.events("job_started") if e["room"] == room] == [job_of(result)]
 
         async def only_the_answer_left() -> bool:  # the late job's participant, if it joined, leaves
             return [a.identity for a in await our_agents(lk, room)] == [result.agent_identity]
 
         assert await poll_until(only_the_answer_left, 20), worker.tail()
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))  # hang up: the worker stops at once
-
-
-def result_job(worker: Worker, result: DispatchResult) -> str:
-    """The job id behind the agent that answered."""
-    return job_of(result)
