@@ -66,7 +66,11 @@ async def test_the_late_job_of_a_withdrawn_dispatch_never_becomes_a_second_agent
         def late_job_over() -> bool:
             return any(e["room"] == room for e in worker.events("job_yielded"))
 
+        def answer_logged() -> bool:  # logged once its attributes are published: after the caller saw it
+            return any(e["jobId"] == job_of(result) for e in worker.events("job_started"))
+
         assert await asyncio.to_thread(worker.wait_for, late_job_over, 30), worker.tail()
+        assert await asyncio.to_thread(worker.wait_for, answer_logged, 30), worker.tail()
         assert [e["jobId"] for e in worker.events("job_started") if e["room"] == room] == [job_of(result)]
 
         async def only_the_answer_left() -> bool:  # the late job's participant, if it joined, leaves

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 from livekit import api
 
-from agent.dispatch import DispatchResult, dispatch_agent
+from agent.dispatch import READY_ATTRIBUTE, DispatchResult, dispatch_agent
 from agent.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
-from tests.e2e_support import AGENT_NAME, Worker, job_of, server_api, start_worker
+from tests.e2e_support import AGENT_NAME, Worker, job_of, our_agents, server_api, start_worker
 
 pytestmark = pytest.mark.e2e
 PRIYA = local_backend_id(0)
@@ -68,12 +68,18 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
         def ready() -> bool:
             return len(finished) >= 4 and bool(in_flight_on_doomed())
 
-        assert await asyncio.to_thread(doomed.wait_for, ready, 60), doomed.tail()
+        for _ in range(100):  # a call whose agent is ready may not be logged yet: ask the server
+            assert await asyncio.to_thread(doomed.wait_for, ready, 60), doomed.tail()
+            rooms = {room for room in in_flight_on_doomed() if not await has_ready_agent(room)}
+            if rooms:
+                break
+        assert rooms
         doomed.kill()
         killed.set()
-        rooms = in_flight_on_doomed()
-        assert rooms
         return rooms
+
+    async def has_ready_agent(room: str) -> bool:
+        return any(a.attributes.get(READY_ATTRIBUTE) for a in await our_agents(lk, room))
 
     async with server_api(livekit) as lk:
         killer = asyncio.create_task(kill_when_a_call_is_in_flight_on_it())
