@@ -9,7 +9,12 @@ host is most of a job process's start-up CPU:
   about 270 ms of imports per process;
 - the TLS contexts built per process on a job's way to its first call (the service's
   Convex client; livekit-agents' HTTP session, which ``JobContext.api`` opens for the
-  room check): 15-35 ms each on an idle host, 100-250 ms during a burst.
+  room check): 15-35 ms each on an idle host, 100-250 ms during a burst;
+- what livekit-agents loads lazily on every job's path: the modules ``AgentActivity.start``
+  and the session report import on first use, and the validators of its chat models,
+  which pydantic builds the first time one is made; and the session factory that
+  ``AGENT_MODEL_FACTORY`` names. A profile of job processes (py-spy, simulate mode) showed
+  these as ~10% of a job process's CPU.
 
 Only pure, thread-free state belongs here: the forkserver forks, so a thread, a loop or
 a connection made here would be copied dead into every job process (the service and its
@@ -18,16 +23,29 @@ loop are built in each job process's ``prewarm``).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import get_args
 
+from livekit.agents import llm
+from livekit.agents.llm import async_toolset  # noqa: F401 - imported by every AgentActivity.start
 from livekit.agents.utils import http_context
+from livekit.agents.voice import report  # noqa: F401 - imported by the report made at every session's end
 
 import agent.worker  # noqa: F401 - imported for its side effect: the job module, loaded once
+from agent.models import ModelFactoryError, load_session_factory
+from agent.settings import DEFAULT_MODEL_FACTORY
 from services import metrics
 from services.models import PromptSource
 from services.tls import client_ssl_context
 
 client_ssl_context()
+# Every session sets its instructions as a system ChatMessage in a ChatContext.
+llm.ChatContext([llm.ChatMessage(role="system", content=["warm-up"])])
+# The forkserver inherits the worker's environment. A factory that cannot load is the
+# job's to report (it fails the call with a clear error); the warm-up must not stop the forkserver.
+with contextlib.suppress(ModelFactoryError):
+    load_session_factory(os.environ.get("AGENT_MODEL_FACTORY", DEFAULT_MODEL_FACTORY))
 for _source in get_args(PromptSource):  # the children a resolution records
     metrics.resolve_histogram(_source)
     metrics.resolution_counter(_source, False)

@@ -1,6 +1,7 @@
 """Feeds joins to the real worker through livekit-agents' real executors.
 
     python -m devtools.executor_driver --rooms rooms.json --concurrency 8 --out out.json
+    python -m devtools.executor_driver --rooms rooms.json --arrivals arrivals.json --concurrency 8 --out out.json
     python -m devtools.executor_driver --interactive    # rooms on stdin, "JOIN {...}" lines out
 
 Runs the worker's ``AgentServer`` unregistered (production defaults, so PROCESS mode
@@ -13,7 +14,10 @@ process per run gives each run its own forkserver, which inherits the environmen
 Before each job the driver does what ``on_request`` does in production (``simulate_job``
 skips it): it starts the main process's load of the agent. ``--interactive`` runs one
 room per line of stdin, one at a time, and prints each outcome as ``JOIN <json>``, so a
-test can act between jobs (edit an agent, stop Convex).
+test can act between jobs (edit an agent, stop Convex). ``--arrivals`` (a JSON list of
+seconds, one per room, counted from the worker's start) makes the run open-loop: each
+join waits for its arrival, then for one of the ``--concurrency`` slots, and its
+``dispatchedAt`` is its arrival, so time spent queued for a slot counts.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +78,18 @@ class EventTail:
             await asyncio.sleep(0.01)
 
 
+async def _discard_worker_messages(server: AgentServer) -> None:
+    """Reads what the worker sends livekit-server (job status updates), as its connection
+    would. Unregistered, nothing reads them: livekit-agents queues them in a channel of
+    128, and once it is full every further update waits forever, and ``aclose`` with it
+    (the driver then sat out its whole close timeout while the refresher kept polling)."""
+    channel = getattr(server, "_msg_chan", None)  # private: this is dev tooling, not the worker
+    if channel is None:
+        return
+    async for _ in channel:  # ends when aclose closes the channel
+        pass
+
+
 async def _job_ended(server: AgentServer, room: str) -> None:
     """Returns once no running job is in ``room`` (``simulate_job`` registers it before
     returning). livekit-agents has no event for a job's end, so this polls."""
@@ -110,22 +127,42 @@ def _as_on_request(room: str, settings: WorkerSettings) -> None:
     get_service().prefetch(target.agent_id, updated_at=target.updated_at)
 
 
-async def drive(rooms: list[str] | None, concurrency: int) -> list[dict[str, Any]]:
-    """Run ``rooms`` (``None``: read them from stdin, one job at a time, echoing each)."""
+async def _close(server: AgentServer) -> None:
+    """Closes the worker; jobs still winding down may keep livekit's pool from closing, so
+    it does not wait forever, and says what it gave up waiting for."""
+    try:
+        await asyncio.wait_for(server.aclose(), CLOSE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        waiting = Counter(repr(task.get_coro())[:120] for task in asyncio.all_tasks() if not task.done())
+        print(f"executor driver: worker did not close within {CLOSE_TIMEOUT_SECONDS}s; "
+              f"still waiting: {waiting.most_common(5)}", file=sys.stderr)  # fmt: skip
+
+
+async def drive(
+    rooms: list[str] | None, concurrency: int, arrivals: list[float] | None = None
+) -> tuple[float, list[dict[str, Any]]]:
+    """Run ``rooms`` (``None``: read them from stdin, one job at a time, echoing each);
+    returns when the worker had started (wall clock) and each join's outcome."""
     settings = WorkerSettings.from_env()
     server = build_server(settings, http_port=0)  # drivers may run side by side
     started = asyncio.Event()
     server.on("worker_started", started.set)
     run = asyncio.create_task(server.run(devmode=False, unregistered=True))
     await asyncio.wait_for(started.wait(), 60)
+    started_wall, started_at = time.time(), time.monotonic()
+    discard_task = asyncio.create_task(_discard_worker_messages(server))
     tail = EventTail(Path(os.environ["PROBE_EVENTS"]))
     tail_task = asyncio.create_task(tail.run())
     slots = asyncio.Semaphore(concurrency)
     results: list[dict[str, Any]] = []
 
     async def join(index: int, room: str) -> None:
+        if arrivals is not None:
+            await asyncio.sleep(max(0.0, started_at + arrivals[index] - time.monotonic()))
+        arrived = time.time()
         async with slots:
-            outcome: dict[str, Any] = {"room": room, "dispatchedAt": time.time(), "event": None}
+            dispatched = arrived if arrivals is not None else time.time()
+            outcome: dict[str, Any] = {"room": room, "dispatchedAt": dispatched, "event": None}
             waiter = tail.expect(room)
             try:
                 _as_on_request(room, settings)
@@ -149,31 +186,34 @@ async def drive(rooms: list[str] | None, concurrency: int) -> list[dict[str, Any
                 index += 1
     finally:
         tail_task.cancel()
-        try:  # jobs still winding down may keep livekit's pool from closing: do not wait forever
-            await asyncio.wait_for(server.aclose(), CLOSE_TIMEOUT_SECONDS)
-        except TimeoutError:
-            print(f"executor driver: worker did not close within {CLOSE_TIMEOUT_SECONDS}s", file=sys.stderr)
+        await _close(server)
         run.cancel()
-        await asyncio.gather(run, tail_task, return_exceptions=True)
-    return results
+        discard_task.cancel()
+        await asyncio.gather(run, tail_task, discard_task, return_exceptions=True)
+    return started_wall, results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rooms", type=Path, help="JSON list of room names, one job each")
     parser.add_argument("--interactive", action="store_true", help="rooms from stdin, outcomes to stdout")
+    parser.add_argument("--arrivals", type=Path, help="JSON list: each room's arrival, seconds after the start")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.interactive == bool(args.rooms or args.out):
         parser.error("give either --rooms and --out, or --interactive")
     rooms = None if args.interactive else json.loads(args.rooms.read_text())
-    results = asyncio.run(drive(rooms, args.concurrency))
+    arrivals = json.loads(args.arrivals.read_text()) if args.arrivals else None
+    if arrivals is not None and (rooms is None or len(arrivals) != len(rooms)):
+        parser.error("--arrivals needs --rooms and one arrival per room")
+    started_at, results = asyncio.run(drive(rooms, args.concurrency, arrivals))
     if args.out is not None:
         service = get_service()
         host = service.host_tier
         cache_bytes = host.value_bytes if host is not None else service.ram_prompt_bytes
-        args.out.write_text(json.dumps({"joins": results, "cacheBytes": cache_bytes}))
+        report = {"startedAt": started_at, "joins": results, "cacheBytes": cache_bytes}
+        args.out.write_text(json.dumps(report))
     remove_host_directory()  # os._exit below skips the exit handler that would
     sys.stdout.flush()
     sys.stderr.flush()

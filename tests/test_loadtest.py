@@ -3,15 +3,21 @@ strategy through the real command (its figures are not asserted, its shape is)."
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
+from bench.loadtest.baselines import Resolved
 from bench.loadtest.checker import Served, VersionHistory, count_wrong, is_wrong
-from bench.loadtest.strategies import STRATEGIES
-from bench.loadtest.workload import Workload, join_plan, seed_agents, zipf_weights
+from bench.loadtest.strategies import STRATEGIES, Target, _in_process
+from bench.loadtest.workload import Workload, arrival_offsets, join_plan, seed_agents, zipf_weights
 from prompts import build_full_prompt
 from tests.conftest import REPO, project_free_env
 
@@ -30,6 +36,54 @@ def test_zipf_zero_is_uniform() -> None:
     assert zipf_weights(4, 0.0) == [1.0, 1.0, 1.0, 1.0]
     counts = Counter(join_plan(Workload(agents=4, zipf=0.0, joins=8000)))
     assert all(1700 < count < 2300 for count in counts.values())
+
+
+def test_arrivals_are_seeded_poisson_at_the_rate_and_leave_the_plan_alone() -> None:
+    workload = Workload(joins=4000, rate=20.0, seed=3)
+    offsets = arrival_offsets(workload)
+    assert offsets is not None and offsets == arrival_offsets(workload)
+    assert offsets != arrival_offsets(Workload(joins=4000, rate=20.0, seed=4))
+    assert len(offsets) == 4000 and all(a < b for a, b in itertools.pairwise(offsets))
+    assert 180 < offsets[-1] < 220  # 4000 arrivals at 20/s take ~200 s
+    gaps = [b - a for a, b in itertools.pairwise([0.0, *offsets])]
+    assert sum(gap < 0.05 for gap in gaps) / len(gaps) == pytest.approx(0.63, abs=0.03)  # 1 - e^-1: exponential
+    assert join_plan(workload) == join_plan(Workload(joins=4000, seed=3))
+    assert arrival_offsets(Workload(joins=10)) is None  # rate 0: a closed loop
+
+
+def test_open_loop_joins_wait_for_their_arrival_and_for_a_slot() -> None:
+    arrivals = [0.0, 0.05, 0.1, 0.1, 0.1, 0.3]
+    starts: list[float] = []
+    running, most = 0, 0
+
+    async def resolve(agent_id: str) -> Resolved:
+        nonlocal running, most
+        starts.append(time.monotonic())
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return Resolved(prompt="p", updated_at=1.0, built=False, cache_hit=True)
+
+    async def run() -> float:
+        began = time.monotonic()
+        target = Target(convex=None, redis_url=None, agent_ids=["a"], plan=[0] * len(arrivals),  # type: ignore[arg-type]
+                        concurrency=2, refresh_seconds=2.0, progress=lambda _: None, arrivals=arrivals)  # fmt: skip
+        outcome = await _in_process(target, resolve)
+        assert len(outcome.served) == len(arrivals)
+        return began
+
+    began = asyncio.run(run())
+    assert all(start - began >= arrival for start, arrival in zip(sorted(starts), arrivals, strict=True))
+    assert most == 2  # three arrive together at 0.1 s; two slots
+
+
+def test_a_negative_rate_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.loadtest", "--rate", "-1"],
+        cwd=REPO, env=project_free_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--rate must be 0 (closed loop) or more" in result.stderr
 
 
 def test_seed_agents_cover_the_domains_and_mark_the_legacy_share() -> None:

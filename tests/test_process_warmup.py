@@ -9,11 +9,12 @@ import sys
 
 from agent.settings import WorkerSettings
 from agent.worker import build_server
-from tests.conftest import REPO
+from tests.conftest import REPO, project_free_env
 
 PROBE = """
 import json, sys
 import agent.process_warmup
+from livekit.agents import llm
 from livekit.agents.utils import http_context
 from services.tls import client_ssl_context
 from services import metrics
@@ -22,16 +23,43 @@ print(json.dumps({
     "serviceTls": client_ssl_context.cache_info().currsize,
     "livekitTls": http_context._ssl_context_for.cache_info().currsize,
     "hostMetric": metrics.resolve_histogram.cache_info().currsize,
+    "lazyModules": [m for m in ("livekit.agents.llm.async_toolset", "livekit.agents.voice.report") if m in sys.modules],
+    "chatValidatorBuilt": llm.ChatMessage.__pydantic_complete__,
+    "factoryModule": "devtools.fake_models" in sys.modules,
 }))
 """
 
 
-def test_importing_the_warmup_loads_the_job_module_and_builds_each_tls_context_once() -> None:
+def warm_up(model_factory: str) -> dict[str, object]:
+    """Import the warm-up in a fresh interpreter, as the forkserver does, and report what it built."""
+    env = {**project_free_env(), "AGENT_MODEL_FACTORY": model_factory}
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=120
     )
-    built = json.loads(out.stdout.strip().splitlines()[-1])
-    assert built == {"jobModule": True, "serviceTls": 1, "livekitTls": 1, "hostMetric": 5}
+    built: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return built
+
+
+def test_importing_the_warmup_loads_the_job_module_and_builds_each_tls_context_once() -> None:
+    built = warm_up("devtools.fake_models:recording_session")
+    assert {key: built[key] for key in ("jobModule", "serviceTls", "livekitTls", "hostMetric")} == {
+        "jobModule": True,
+        "serviceTls": 1,
+        "livekitTls": 1,
+        "hostMetric": 5,
+    }
+
+
+def test_the_warmup_loads_what_livekit_agents_would_load_lazily_in_every_job() -> None:
+    built = warm_up("devtools.fake_models:recording_session")
+    assert built["lazyModules"] == ["livekit.agents.llm.async_toolset", "livekit.agents.voice.report"]
+    assert built["chatValidatorBuilt"] is True  # pydantic defers it to the first ChatMessage
+    assert built["factoryModule"] is True  # the session factory AGENT_MODEL_FACTORY names
+
+
+def test_a_factory_that_cannot_load_leaves_the_warmup_working() -> None:
+    built = warm_up("no_such_module:nothing")  # the job reports it; the forkserver must still start
+    assert built["jobModule"] is True and built["factoryModule"] is False
 
 
 def test_the_service_http_client_uses_the_shared_tls_context() -> None:

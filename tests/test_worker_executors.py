@@ -17,13 +17,25 @@ from tests.conftest import REPO, project_free_env
 PRIYA_ROOM = f"agent-{local_backend_id(0)}"
 
 
-def drive(convex: LocalConvex, tmp_path: Path, rooms: list[str], **env: str) -> list[dict[str, Any]]:
-    """Run the rooms one after another through the executor driver; return what each job resolved."""
+def run_driver(
+    convex: LocalConvex,
+    tmp_path: Path,
+    rooms: list[str],
+    env: dict[str, str],
+    *,
+    concurrency: int = 1,
+    arrivals: list[float] | None = None,
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run the rooms through the executor driver; return the process and its report."""
     (tmp_path / "rooms.json").write_text(json.dumps(rooms))
+    args = [sys.executable, "-m", "devtools.executor_driver", "--rooms", str(tmp_path / "rooms.json"),
+            "--concurrency", str(concurrency), "--out", str(tmp_path / "out.json")]  # fmt: skip
+    if arrivals is not None:
+        (tmp_path / "arrivals.json").write_text(json.dumps(arrivals))
+        args += ["--arrivals", str(tmp_path / "arrivals.json")]
     clean = project_free_env()
     result = subprocess.run(
-        [sys.executable, "-m", "devtools.executor_driver", "--rooms", str(tmp_path / "rooms.json"),
-         "--concurrency", "1", "--out", str(tmp_path / "out.json")],
+        args,
         cwd=REPO,
         env={
             **clean,
@@ -42,9 +54,33 @@ def drive(convex: LocalConvex, tmp_path: Path, rooms: list[str], **env: str) -> 
         check=False,
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    joins = json.loads((tmp_path / "out.json").read_text())["joins"]
-    assert [join.get("error") for join in joins] == [None] * len(rooms)
-    return [join["event"] for join in sorted(joins, key=lambda join: join["dispatchedAt"])]
+    report: dict[str, Any] = json.loads((tmp_path / "out.json").read_text())
+    assert [join.get("error") for join in report["joins"]] == [None] * len(rooms)
+    return result, report
+
+
+def drive(convex: LocalConvex, tmp_path: Path, rooms: list[str], **env: str) -> list[dict[str, Any]]:
+    """Run the rooms one after another through the executor driver; return what each job resolved."""
+    _, report = run_driver(convex, tmp_path, rooms, env)
+    return [join["event"] for join in sorted(report["joins"], key=lambda join: join["dispatchedAt"])]
+
+
+def test_driver_closes_the_worker_at_once_after_more_job_updates_than_livekit_agents_queues(
+    convex: LocalConvex, tmp_path: Path
+) -> None:
+    # 80 jobs send well over the 128 status updates an unregistered worker can queue.
+    rooms = [f"{PRIYA_ROOM}--n{n}" for n in range(80)]
+    env = {"AGENT_EXECUTOR": "thread", "PROBE_END_JOB": "0"}
+    result, _ = run_driver(convex, tmp_path, rooms, env, concurrency=8)
+    assert "did not close" not in result.stderr, result.stderr[-3000:]
+
+
+def test_driver_with_arrivals_starts_no_join_before_its_arrival(convex: LocalConvex, tmp_path: Path) -> None:
+    rooms = [f"{PRIYA_ROOM}--a{n}" for n in range(4)]
+    arrivals = [0.0, 0.4, 0.8, 1.2]
+    _, report = run_driver(convex, tmp_path, rooms, {"AGENT_EXECUTOR": "thread"}, concurrency=4, arrivals=arrivals)
+    offsets = {join["room"]: join["dispatchedAt"] - report["startedAt"] for join in report["joins"]}
+    assert all(offsets[room] >= arrival - 0.005 for room, arrival in zip(rooms, arrivals, strict=True)), offsets
 
 
 def test_thread_executor_second_job_resolves_from_ram_without_a_convex_read(

@@ -10,6 +10,13 @@ each strategy; edits (and with ``--deletes-per-minute`` deletes) agents in Conve
 joins run; checks every served prompt against the versions that existed (a prompt served
 for an agent deleted longer ago than the freshness bound is wrong). SIGTERM and Ctrl-C
 stop every service it started before it exits.
+
+By default the joins run in a closed loop: ``--concurrency`` callers, each starting its
+next join when its last one ends, so a strategy that serves joins more slowly also runs
+longer. ``--rate R`` makes the joins arrive open-loop, R per second (Poisson, seeded),
+queued for ``--concurrency`` slots: every strategy that keeps up then runs for the same
+time, which is how figures that follow the clock (the refresher's polls, the edits and
+their reloads) compare per join between strategies.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from bench.loadtest.checker import VersionHistory, count_wrong
 from bench.loadtest.deleter import Deleter
 from bench.loadtest.report import Progress, percentile, plot, table, write_json
 from bench.loadtest.strategies import STRATEGIES, WORKER_STRATEGIES, Outcome, Target, run_strategy
-from bench.loadtest.workload import Workload, edit_picker, join_plan, pick_agent, seed_agents
+from bench.loadtest.workload import Workload, arrival_offsets, edit_picker, join_plan, pick_agent, seed_agents
 from devtools.fake_models import prompt_tag
 from devtools.processes import LocalConvex, start_livekit, start_local_convex, start_redis
 from prompts import build_full_prompt
@@ -43,7 +50,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--zipf", type=float, default=1.1, help="popularity exponent (0: uniform)")
     parser.add_argument("--joins", type=int, default=500, help="joins per strategy")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=8, help="joins served at once")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="joins arriving per second (Poisson, seeded), queued for --concurrency slots; "
+        "0 (default): closed loop, each slot starts its next join when the last ends",
+    )
     parser.add_argument("--edits-per-minute", type=float, default=30.0)
     parser.add_argument(
         "--deletes-per-minute", type=float, default=0.0, help="agents deleted (agents:remove) while joins run"
@@ -71,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
     args = parser.parse_args(argv)
     if args.agents < 1 or args.joins < 1 or args.concurrency < 1:
         parser.error("--agents, --joins and --concurrency must be at least 1")
+    if args.rate < 0:
+        parser.error("--rate must be 0 (closed loop) or more")
     if not 0 <= args.legacy_fraction <= 1:
         parser.error("--legacy-fraction must be between 0 and 1")
     workload = Workload(
@@ -84,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
         refresh_seconds=args.refresh_seconds,
         legacy_fraction=args.legacy_fraction,
         deletes_per_minute=args.deletes_per_minute,
+        rate=args.rate,
     )
     return workload, args
 
@@ -229,6 +246,7 @@ async def run(
                 simulation=simulation,
                 max_jobs=max_jobs,
                 worker_log_dir=worker_log_dir,
+                arrivals=arrival_offsets(workload),
             )
             try:
                 outcome = await run_strategy(name, target)

@@ -63,17 +63,25 @@ class Target:
     """livekit mode: the worker's AGENT_MAX_JOBS (None: its default)."""
     worker_log_dir: Path | None = None
     """livekit mode: keep each strategy's worker log there."""
+    arrivals: list[float] | None = None
+    """Open loop: join ``n`` arrives ``arrivals[n]`` seconds after the start (``None``: closed loop)."""
+
+
+async def _arrival(target: Target, n: int, started_at: float) -> None:
+    """Waits for join ``n``'s arrival (monotonic ``started_at`` + its offset); at once in a closed loop."""
+    if target.arrivals is not None:
+        await asyncio.sleep(max(0.0, started_at + target.arrivals[n] - time.monotonic()))
 
 
 async def _in_process(target: Target, resolve: Callable[[str], Awaitable[Resolved]]) -> Outcome:
     outcome = Outcome()
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for index in target.plan:
-        queue.put_nowait(index)
+    slots = asyncio.Semaphore(target.concurrency)
+    started_at = time.monotonic()
 
-    async def worker() -> None:
-        while not queue.empty():
-            agent_id = target.agent_ids[queue.get_nowait()]
+    async def join(n: int, index: int) -> None:
+        await _arrival(target, n, started_at)
+        async with slots:
+            agent_id = target.agent_ids[index]
             started_wall, started = time.time(), time.perf_counter()
             try:
                 resolved = await resolve(agent_id)
@@ -88,7 +96,7 @@ async def _in_process(target: Target, resolve: Callable[[str], Awaitable[Resolve
                 outcome.cache_hits += resolved.cache_hit
             target.progress(1)
 
-    await asyncio.gather(*(worker() for _ in range(target.concurrency)))
+    await asyncio.gather(*(join(n, index) for n, index in enumerate(target.plan)))
     return outcome
 
 
@@ -147,6 +155,9 @@ async def run_through_executor(target: Target, executor: str, use_redis: bool) -
         env["LIVEKIT_URL"] = "ws://127.0.0.1:9"  # unregistered: never dialled
         args = [sys.executable, "-m", "devtools.executor_driver", "--rooms", str(folder / "rooms.json"),
                 "--concurrency", str(target.concurrency), "--out", str(folder / "out.json")]  # fmt: skip
+        if target.arrivals is not None:
+            (folder / "arrivals.json").write_text(json.dumps(target.arrivals))
+            args += ["--arrivals", str(folder / "arrivals.json")]
         log = (folder / "driver.log").open("w")
         try:
             process = await asyncio.create_subprocess_exec(*args, cwd=REPO, env=env, stdout=log, stderr=log)
@@ -209,10 +220,12 @@ async def livekit_phase(target: Target, executor: str, use_redis: bool, outcome:
         try:
             async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
                 slots = asyncio.Semaphore(target.concurrency)
+                started_at = time.monotonic()
 
                 async def join(n: int, index: int) -> None:
                     agent_id = target.agent_ids[index]
                     room = room_name_for(agent_id, f"lk{n}")
+                    await _arrival(target, n, started_at)
                     async with slots:
                         try:
                             result = await dispatch_agent(lk, room, agent_id, agent_name=LIVEKIT_AGENT_NAME)

@@ -24,6 +24,9 @@ class Workload:
     refresh_seconds: float = 2.0
     legacy_fraction: float = 0.0
     deletes_per_minute: float = 0.0
+    rate: float = 0.0
+    """Joins arriving per second (Poisson), at most ``concurrency`` served at once; 0: a
+    closed loop, where each of ``concurrency`` callers starts its next join when the last ends."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,6 +44,21 @@ def join_plan(workload: Workload) -> list[int]:
     rng = random.Random(workload.seed)
     weights = zipf_weights(workload.agents, workload.zipf)
     return rng.choices(range(workload.agents), weights=weights, k=workload.joins)
+
+
+def arrival_offsets(workload: Workload) -> list[float] | None:
+    """When each join arrives, in seconds from the start of the run (``None`` for a closed
+    loop). Open-loop arrivals make every strategy run for the same time, so figures that
+    follow the clock (refresher polls, edits and their reloads) compare per join; in a
+    closed loop the slower strategy runs longer and pays more of them."""
+    if workload.rate <= 0:
+        return None
+    rng = random.Random(workload.seed * 15_485_863 + 5)  # a stream of its own, like edits and deletes
+    offsets, clock = [], 0.0
+    for _ in range(workload.joins):
+        clock += rng.expovariate(workload.rate)
+        offsets.append(clock)
+    return offsets
 
 
 def edit_picker(workload: Workload) -> random.Random:
