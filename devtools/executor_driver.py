@@ -133,9 +133,10 @@ async def _close(server: AgentServer) -> None:
     try:
         await asyncio.wait_for(server.aclose(), CLOSE_TIMEOUT_SECONDS)
     except TimeoutError:
-        waiting = Counter(repr(task.get_coro())[:120] for task in asyncio.all_tasks() if not task.done())
+        coroutines = (task.get_coro() for task in asyncio.all_tasks() if not task.done())
+        waiting = Counter(getattr(coro, "__qualname__", type(coro).__name__) for coro in coroutines)
         print(f"executor driver: worker did not close within {CLOSE_TIMEOUT_SECONDS}s; "
-              f"still waiting: {waiting.most_common(5)}", file=sys.stderr)  # fmt: skip
+              f"still waiting: {waiting.most_common()}", file=sys.stderr)  # fmt: skip
 
 
 async def drive(

@@ -19,6 +19,7 @@ COLUMNS = (
     ("reads_per_1000_joins", "reads/1k", "{:.0f}"),
     ("gets_per_1000_joins", "gets/1k", "{:.0f}"),
     ("polls", "polls", "{:d}"),
+    ("edits", "edits", "{:d}"),
     ("hit_rate", "hit rate", "{:.1%}"),
     ("builds", "builds", "{:d}"),
     ("stale_served", "stale", "{:d}"),
