@@ -10,9 +10,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -30,10 +31,27 @@ class ServiceStartError(RuntimeError):
     """A local service did not come up; the message carries its output."""
 
 
+PORT_RACE_ATTEMPTS = 3
+_Started = TypeVar("_Started")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _on_free_ports(start: Callable[[], _Started]) -> _Started:
+    """Runs ``start`` (which picks its ports with ``free_port``) again on new ports when
+    its server could not bind: ``free_port`` releases the port it found, and another
+    process can take it before the server binds it (seen with tests running side by side)."""
+    for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+        try:
+            return start()
+        except ServiceStartError as exc:
+            if attempt == PORT_RACE_ATTEMPTS or "address already in use" not in str(exc).lower():
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 @dataclass
@@ -179,10 +197,14 @@ def start_redis(timeout: float = 20) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServiceStartError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    managed, _ = _spawn("redis", args, ready="Ready to accept connections", timeout=timeout)
-    return RedisServer(url=f"redis://127.0.0.1:{port}/0", managed=managed)
+
+    def start() -> RedisServer:
+        port = free_port()
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        managed, _ = _spawn("redis", args, ready="Ready to accept connections", timeout=timeout)
+        return RedisServer(url=f"redis://127.0.0.1:{port}/0", managed=managed)
+
+    return _on_free_ports(start)
 
 
 @dataclass
@@ -202,10 +224,16 @@ class LiveKitServer:
 
 
 def start_livekit(timeout: float = 60, port: int | None = None) -> LiveKitServer:
-    """``livekit-server --dev`` on loopback (key ``devkey``, secret ``secret``)."""
+    """``livekit-server --dev`` on loopback (key ``devkey``, secret ``secret``); on ``port``
+    if given, else on free ports (picked again if one was taken before the server bound it)."""
     if not LIVEKIT_SERVER.exists():
         raise ServiceStartError(f"{LIVEKIT_SERVER} is missing: run `make livekit-server`")
-    port = port or free_port()
+    if port is not None:
+        return _start_livekit_on(port, timeout)
+    return _on_free_ports(lambda: _start_livekit_on(free_port(), timeout))
+
+
+def _start_livekit_on(port: int, timeout: float) -> LiveKitServer:
     config = f"port: {port}\nrtc:\n  tcp_port: {free_port()}\n  udp_port: {free_port()}\n  use_external_ip: false\n"
     args = [str(LIVEKIT_SERVER), "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1", "--config-body", config]
     managed, _ = _spawn("livekit-server", args, ready="starting LiveKit server", timeout=timeout)
@@ -216,8 +244,10 @@ def start_livekit(timeout: float = 60, port: int | None = None) -> LiveKitServer
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
         except OSError:
-            if time.monotonic() > deadline:
+            if managed.process.poll() is not None or time.monotonic() > deadline:
                 managed.stop()
-                raise ServiceStartError("livekit-server never listened") from None
+                tail = "\n".join(managed.output[-30:])
+                status = managed.process.poll()
+                raise ServiceStartError(f"livekit-server never listened (exit {status}):\n{tail}") from None
             time.sleep(0.1)
     return LiveKitServer(url, LIVEKIT_DEV_KEY, LIVEKIT_DEV_SECRET, managed)
