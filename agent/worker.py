@@ -106,6 +106,18 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
 
+class WorkerServer(AgentServer):
+    """livekit-agents' ``AgentServer``, which also closes, when it closes, the server API
+    client ``on_request`` opened on its loop (left open, aiohttp reports an unclosed
+    session as an error when the process exits)."""
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await close_main_process_api()
+
+
 def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> AgentServer:
     """``http_port``: the health endpoint's port (livekit's default, 8081, unless given; 0: any free one)."""
     executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
@@ -116,7 +128,7 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
     port = http_port if http_port is not None else settings.http_port
     extra: dict[str, Any] = {} if port is None else {"port": port}
     report_status_every(STATUS_INTERVAL_SECONDS)
-    server = AgentServer(
+    server = WorkerServer(
         job_executor_type=executor,
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
@@ -243,6 +255,14 @@ def _main_process_api(settings: WorkerSettings) -> api.LiveKitAPI:
         secret = settings.livekit_api_secret.get_secret_value()
         _main_api = api.LiveKitAPI(server_api_url(settings.livekit_url), settings.livekit_api_key, secret)
     return _main_api
+
+
+async def close_main_process_api() -> None:
+    """Close the main process's server API client, if ``on_request`` opened one."""
+    global _main_api
+    client, _main_api = _main_api, None
+    if client is not None:
+        await client.aclose()
 
 
 async def _room_has_our_agent(request: JobRequest, settings: WorkerSettings, lk: api.LiveKitAPI | None) -> bool:

@@ -18,10 +18,12 @@ from livekit.agents.voice.run_result import RunResult
 from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
 
+from agent import worker
 from agent.models import SessionPlan
+from agent.service_holder import close_service
 from agent.settings import WorkerSettings
 from agent.targeting import room_name_for
-from agent.worker import accept_or_reject, run_job
+from agent.worker import accept_or_reject, build_server, run_job
 from devtools.fake_models import fake_session, prompt_tag
 from devtools.processes import LocalConvex
 from services import AgentConfigService
@@ -169,3 +171,27 @@ async def test_on_request_accepts_and_starts_loading_the_prompt(convex: LocalCon
         await svc.aclose()
     assert result.source in ("db", "ram")
     assert gets(convex) == 1
+
+
+async def test_closing_the_worker_closes_the_server_api_client_on_request_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("CONVEX_URL", "CONVEX_DEPLOY_KEY", "PROMPT_CACHE_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)  # the main service: the embedded demo store
+    settings = worker_settings()
+    server = build_server(settings, http_port=0)
+    started = asyncio.Event()
+    server.on("worker_started", started.set)
+    run = asyncio.create_task(server.run(devmode=False, unregistered=True))
+    try:
+        await asyncio.wait_for(started.wait(), 60)
+        client = worker._main_process_api(settings)  # what on_request's room check opens
+        session = client._session  # livekit-api's own aiohttp session (pinned version)
+        assert session is not None and not session.closed
+        await server.aclose()
+        assert session.closed
+        assert worker._main_api is None  # the next on_request opens a new one
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await close_service()
