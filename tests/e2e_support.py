@@ -58,8 +58,15 @@ class Worker:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP the worker and its job processes: nothing in them moves until ``resume``."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def kill(self) -> None:
-        """SIGKILL the worker and every job process it started."""
+        """SIGKILL the worker and every job process it started (paused or not)."""
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 

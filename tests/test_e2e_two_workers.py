@@ -70,9 +70,13 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
 
         for _ in range(100):  # a call whose agent is ready may not be logged yet: ask the server
             assert await asyncio.to_thread(doomed.wait_for, ready, 60), doomed.tail()
+            # Frozen while the server is asked, so no agent of it turns ready between the
+            # answer and the SIGKILL (that race once made a "stranded" call one it served).
+            doomed.pause()
             rooms = {room for room in in_flight_on_doomed() if not await has_ready_agent(room)}
             if rooms:
                 break
+            doomed.resume()
         assert rooms
         doomed.kill()
         killed.set()
