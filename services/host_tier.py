@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import lmdb
 import structlog
@@ -46,6 +46,7 @@ import structlog
 from services.models import AgentConfig, cache_key
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 """Bound on the prompt values the owner keeps (UTF-8 JSON); the map is twice that."""
@@ -217,17 +218,25 @@ class HostTier:
         value = json.loads(bytes(raw))
         return value if isinstance(value, dict) else None
 
-    def heartbeat_info(self) -> Heartbeat | None:
+    def _read(self, operation: str, read: Callable[[lmdb.Transaction], _T], failed: _T) -> _T:
+        """``read`` in one read transaction; ``failed`` when the tier cannot be opened or
+        what it holds does not decode (logged, bounded): a reader never raises."""
         env = self._reader_env()
         if env is None:
-            return None
+            return failed
         try:
             with env.begin() as txn:
-                data = self._get_json(txn, _HEARTBEAT)
-            return None if data is None else Heartbeat(int(data["pid"]), float(data["since"]), float(data["at"]))
+                return read(txn)
         except (lmdb.Error, ValueError, KeyError, TypeError) as exc:
-            self._read_failed("heartbeat", exc)
-            return None
+            self._read_failed(operation, exc)
+            return failed
+
+    def heartbeat_info(self) -> Heartbeat | None:
+        def read(txn: lmdb.Transaction) -> Heartbeat | None:
+            data = self._get_json(txn, _HEARTBEAT)
+            return None if data is None else Heartbeat(int(data["pid"]), float(data["since"]), float(data["at"]))
+
+        return self._read("heartbeat", read, None)
 
     def lookup(
         self, agent_id: str, hint: float | None, *, trust_seconds: float, fresh_seconds: float
@@ -235,92 +244,74 @@ class HostTier:
         """The agent's current prompt if the tier can vouch for it: the version is the
         dispatch's hint or (while the owner's heartbeat is recent) the recorded one, and
         was confirmed less than ``fresh_seconds`` ago. One read transaction, no waiting."""
-        env = self._reader_env()
-        if env is None:
-            return None
-        try:
-            with env.begin() as txn:
-                beat = self._get_json(txn, _HEARTBEAT)
-                trusted = beat is not None and self._clock() - float(beat["at"]) < trust_seconds
-                recorded = self._get_json(txn, _version_key(agent_id)) if trusted else None
-                version = hint
-                if recorded is not None and (hint is None or float(recorded["u"]) >= hint):
-                    version = float(recorded["u"])
-                if version is None:
-                    return None
-                entry = self._get_json(txn, _prompt_key(agent_id, version))
-                if entry is None:
-                    return None
-                found = self._entry(entry, version, recorded, beat)
-        except (lmdb.Error, ValueError, KeyError, TypeError) as exc:
-            self._read_failed("lookup", exc)
-            return None
-        if self._clock() - max(found.loaded_at, found.confirmed_at) >= fresh_seconds:
+
+        def read(txn: lmdb.Transaction) -> HostPrompt | None:
+            beat = self._get_json(txn, _HEARTBEAT)
+            trusted = beat is not None and self._clock() - float(beat["at"]) < trust_seconds
+            recorded = self._get_json(txn, _version_key(agent_id)) if trusted else None
+            version = hint
+            if recorded is not None and (hint is None or float(recorded["u"]) >= hint):
+                version = float(recorded["u"])
+            if version is None:
+                return None
+            entry = self._get_json(txn, _prompt_key(agent_id, version))
+            return None if entry is None else self._entry(entry, version, recorded, beat)
+
+        found = self._read("lookup", read, None)
+        if found is None or self._clock() - max(found.loaded_at, found.confirmed_at) >= fresh_seconds:
             return None
         return found
 
     def newest(self, agent_id: str) -> tuple[float, HostPrompt] | None:
         """The newest version held for the agent, trusted or not (for stale-if-error)."""
-        env = self._reader_env()
-        if env is None:
-            return None
-        try:
-            with env.begin() as txn:
-                beat = self._get_json(txn, _HEARTBEAT)
-                recorded = self._get_json(txn, _version_key(agent_id))
-                prefix = b"p:" + agent_id.encode() + b":"
-                cursor = txn.cursor()
-                best: tuple[float, dict[str, Any]] | None = None
-                if cursor.set_range(prefix):
-                    for key, raw in cursor:
-                        if not key.startswith(prefix):
-                            break
-                        entry = json.loads(bytes(raw))
-                        version = float(entry["agent"]["updatedAt"])
-                        if best is None or version > best[0]:
-                            best = (version, entry)
-                if best is None:
-                    return None
-                return best[0], self._entry(best[1], best[0], recorded, beat)
-        except (lmdb.Error, ValueError, KeyError, TypeError) as exc:
-            self._read_failed("newest", exc)
-            return None
+
+        def read(txn: lmdb.Transaction) -> tuple[float, HostPrompt] | None:
+            beat = self._get_json(txn, _HEARTBEAT)
+            recorded = self._get_json(txn, _version_key(agent_id))
+            prefix = b"p:" + agent_id.encode() + b":"
+            cursor = txn.cursor()
+            best: tuple[float, dict[str, Any]] | None = None
+            if cursor.set_range(prefix):
+                for key, raw in cursor:
+                    if not bytes(key).startswith(prefix):
+                        break
+                    entry = json.loads(bytes(raw))
+                    version = float(entry["agent"]["updatedAt"])
+                    if best is None or version > best[0]:
+                        best = (version, entry)
+            if best is None:
+                return None
+            return best[0], self._entry(best[1], best[0], recorded, beat)
+
+        return self._read("newest", read, None)
 
     def warm(self) -> bool:
         """Read and decode one held prompt, discarding it: a job process forked from the
         worker's forkserver pays its copy-on-write faults and first-use costs along this
         read path in ``prewarm``, before its job, instead of during the job's first lookup.
         False if the tier holds no prompt yet (or cannot be read)."""
-        env = self._reader_env()
-        if env is None:
-            return False
-        try:
-            with env.begin() as txn:
-                beat = self._get_json(txn, _HEARTBEAT)
-                cursor = txn.cursor()
-                if not cursor.set_range(b"p:") or not bytes(cursor.key()).startswith(b"p:"):
-                    return False
-                agent_id = bytes(cursor.key())[2:].rsplit(b":", 1)[0].decode()
-                entry = json.loads(bytes(cursor.value()))
-                recorded = self._get_json(txn, _version_key(agent_id))
-                self._entry(entry, float(entry["agent"]["updatedAt"]), recorded, beat)
-                return True
-        except (lmdb.Error, ValueError, KeyError, TypeError) as exc:
-            self._read_failed("warm", exc)
-            return False
+
+        def read(txn: lmdb.Transaction) -> bool:
+            beat = self._get_json(txn, _HEARTBEAT)
+            cursor = txn.cursor()
+            if not cursor.set_range(b"p:") or not bytes(cursor.key()).startswith(b"p:"):
+                return False
+            agent_id = bytes(cursor.key())[2:].rsplit(b":", 1)[0].decode()
+            entry = json.loads(bytes(cursor.value()))
+            recorded = self._get_json(txn, _version_key(agent_id))
+            self._entry(entry, float(entry["agent"]["updatedAt"]), recorded, beat)
+            return True
+
+        return self._read("warm", read, False)
 
     def loading_since(self, agent_id: str) -> float | None:
         """When the owner started loading this agent, if it is loading it now."""
-        env = self._reader_env()
-        if env is None:
-            return None
-        try:
-            with env.begin() as txn:
-                data = self._get_json(txn, _loading_key(agent_id))
+
+        def read(txn: lmdb.Transaction) -> float | None:
+            data = self._get_json(txn, _loading_key(agent_id))
             return None if data is None else float(data["since"])
-        except (lmdb.Error, ValueError, KeyError, TypeError) as exc:
-            self._read_failed("loading", exc)
-            return None
+
+        return self._read("loading", read, None)
 
     @staticmethod
     def _entry(
