@@ -71,6 +71,12 @@ class ManagedProcess:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
 
+    def start_failed(self, what: str) -> ServiceStartError:
+        """Stop the process; the error to raise, with its exit status and its last lines."""
+        self.stop()
+        tail = "\n".join(self.output[-30:])
+        return ServiceStartError(f"{self.name} {what} (exit {self.process.poll()}):\n{tail}")
+
 
 def _spawn(
     name: str, args: list[str], *, ready: str, timeout: float, env: dict[str, str] | None = None
@@ -102,9 +108,7 @@ def _spawn(
     deadline = time.monotonic() + timeout
     while not seen.wait(0.05):
         if process.poll() is not None or time.monotonic() > deadline:
-            managed.stop()
-            tail = "\n".join(managed.output[-30:])
-            raise ServiceStartError(f"{name} did not start (exit {process.poll()}):\n{tail}")
+            raise managed.start_failed("did not start")
     return managed, found[0]
 
 
@@ -245,9 +249,6 @@ def _start_livekit_on(port: int, timeout: float) -> LiveKitServer:
                 break
         except OSError:
             if managed.process.poll() is not None or time.monotonic() > deadline:
-                managed.stop()
-                tail = "\n".join(managed.output[-30:])
-                status = managed.process.poll()
-                raise ServiceStartError(f"livekit-server never listened (exit {status}):\n{tail}") from None
+                raise managed.start_failed("never listened") from None
             time.sleep(0.1)
     return LiveKitServer(url, LIVEKIT_DEV_KEY, LIVEKIT_DEV_SECRET, managed)
