@@ -14,7 +14,7 @@ from agent.dispatch import READY_ATTRIBUTE, DispatchResult, dispatch_agent
 from agent.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
-from tests.e2e_support import AGENT_NAME, Worker, job_of, our_agents, server_api, start_worker
+from tests.e2e_support import AGENT_NAME, Worker, job_of, our_agents, poll_until, server_api, start_worker
 
 pytestmark = pytest.mark.e2e
 PRIYA = local_backend_id(0)
@@ -34,10 +34,56 @@ def workers(livekit: LiveKitServer, convex: LocalConvex) -> Iterator[tuple[Worke
     doomed.stop()
 
 
+def in_flight_on(worker: Worker, finished: set[str]) -> set[str]:
+    """Rooms whose job ``worker`` received, has not logged as started, and whose call has
+    not finished: candidates only, since the log lags the server (an agent can be ready
+    before ``job_started``), so ``stranded`` asks the server about each."""
+    started = {e["room"] for e in worker.events("job_started")}
+    rooms = set()
+    for line in list(worker.lines):
+        if "received job request" in line and "two-workers-" in line:
+            room = line.split('"room": "', 1)[1].split('"', 1)[0]
+            if room not in finished and room not in started:
+                rooms.add(room)
+    return rooms
+
+
+async def stranded(lk: api.LiveKitAPI, room: str, worker_id: str) -> bool:
+    """The server assigned this room's job to worker ``worker_id`` (it accepted) and no
+    agent is ready. A job a worker received but had not yet accepted is offered to another
+    worker by livekit-server itself when the worker dies, within the same dispatch
+    (``AgentHandler.JobRequest`` retries on ``ErrWorkerClosed``): that is not the
+    dispatcher's recovery, which this test is about. Assignment is asked first, so an
+    attribute update already on its way to the server lands before readiness is asked."""
+    assigned = any(
+        job.state.worker_id == worker_id
+        for dispatch in await lk.agent_dispatch.list_dispatch(room)
+        if dispatch.agent_name == AGENT_NAME
+        for job in dispatch.state.jobs
+    )
+    return assigned and not any(a.attributes.get(READY_ATTRIBUTE) for a in await our_agents(lk, room))
+
+
+async def wait_until_the_server_lists_jobs(lk: api.LiveKitAPI) -> None:
+    """A fresh livekit-server lists a dispatch's jobs only once its first agent-namespace
+    check ends (``CheckEnabledTimeout``, 5 s after its first dispatch); before that,
+    ``stranded`` could never see an assignment. One call, then wait for its job."""
+    room = room_name_for(PRIYA, "warm-up-call")
+    result = await dispatch_agent(lk, room, PRIYA, agent_name=AGENT_NAME, timeout=5, attempts=4)
+
+    async def listed() -> bool:
+        dispatch = await lk.agent_dispatch.get_dispatch(result.dispatch_id, room)
+        return dispatch is not None and len(dispatch.state.jobs) > 0
+
+    assert await poll_until(listed, 15), "livekit-server never listed the warm-up call's job"
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
 async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
     livekit: LiveKitServer, workers: tuple[Worker, Worker]
 ) -> None:
     doomed, survivor = workers
+    doomed_id = doomed.events("registered worker")[0]["id"]
     slots = asyncio.Semaphore(8)
     finished: set[str] = set()
     killed = asyncio.Event()
@@ -51,42 +97,29 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
             return room, result, after_kill
 
-    def in_flight_on_doomed() -> set[str]:
-        """Rooms whose job the doomed worker received and whose call has not finished. One
-        of them may already have a ready agent that its caller has not seen yet (the log
-        line comes after the attributes), so the test speaks of all of them."""
-        started = {e["room"] for e in doomed.events("job_started")}
-        rooms = set()
-        for line in list(doomed.lines):
-            if "received job request" in line and "two-workers-" in line:
-                room = line.split('"room": "', 1)[1].split('"', 1)[0]
-                if room not in finished and room not in started:
-                    rooms.add(room)
-        return rooms
-
-    async def kill_when_a_call_is_in_flight_on_it() -> set[str]:
+    async def kill_when_a_call_is_stranded_on_it() -> set[str]:
         def ready() -> bool:
-            return len(finished) >= 4 and bool(in_flight_on_doomed())
+            return len(finished) >= 4 and bool(in_flight_on(doomed, finished))
 
-        for _ in range(100):  # a call whose agent is ready may not be logged yet: ask the server
+        deadline = asyncio.get_running_loop().time() + 60
+        rooms: set[str] = set()
+        while not rooms:
+            assert asyncio.get_running_loop().time() < deadline and len(finished) < CALLS, "no call was stranded"
             assert await asyncio.to_thread(doomed.wait_for, ready, 60), doomed.tail()
             # Frozen while the server is asked, so no agent of it turns ready between the
             # answer and the SIGKILL (that race once made a "stranded" call one it served).
             doomed.pause()
-            rooms = {room for room in in_flight_on_doomed() if not await has_ready_agent(room)}
-            if rooms:
-                break
-            doomed.resume()
-        assert rooms
+            rooms = {room for room in in_flight_on(doomed, finished) if await stranded(lk, room, doomed_id)}
+            if not rooms:
+                doomed.resume()
+                await asyncio.sleep(0.05)  # the server has no event for "assigned": ask again
         doomed.kill()
         killed.set()
         return rooms
 
-    async def has_ready_agent(room: str) -> bool:
-        return any(a.attributes.get(READY_ATTRIBUTE) for a in await our_agents(lk, room))
-
     async with server_api(livekit) as lk:
-        killer = asyncio.create_task(kill_when_a_call_is_in_flight_on_it())
+        await wait_until_the_server_lists_jobs(lk)
+        killer = asyncio.create_task(kill_when_a_call_is_stranded_on_it())
         calls = await asyncio.gather(*(one(n) for n in range(CALLS)))
         stranded_rooms = await killer
 
@@ -97,7 +130,8 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
     survivor_jobs = {e["job_id"] for e in survivor.events("received job request")}
     served_by_survivor = {room for room, result in by_room.items() if job_of(result) in survivor_jobs}
     recovered = [r for r in stranded_rooms if by_room[r].attempts >= 2 and r in served_by_survivor]
-    assert recovered, stranded_rooms  # a call stranded on the killed worker: re-dispatched, served by the survivor
+    outcomes = {r: (by_room[r].attempts, job_of(by_room[r]), r in served_by_survivor) for r in stranded_rooms}
+    assert recovered, outcomes  # a call stranded on the killed worker: re-dispatched, served by the survivor
     later = [room for room, _, after_kill in calls if after_kill]
     assert later, "no call started after the kill"
     assert set(later) <= served_by_survivor
