@@ -19,6 +19,10 @@ from tests.e2e_support import AGENT_NAME, Worker, job_of, our_agents, poll_until
 pytestmark = pytest.mark.e2e
 PRIYA = local_backend_id(0)
 CALLS = 32
+HELD_BACK = 8
+"""The last calls start only once the doomed worker is dead (or the search for a stranded
+call gave up), so there always are calls after the kill: under load the search can take
+most of the burst."""
 
 
 @pytest.fixture
@@ -87,9 +91,12 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
     slots = asyncio.Semaphore(8)
     finished: set[str] = set()
     killed = asyncio.Event()
+    search_over = asyncio.Event()
 
     async def one(n: int) -> tuple[str, DispatchResult, bool]:
         room = room_name_for(PRIYA, f"two-workers-{n}")
+        if n >= CALLS - HELD_BACK:
+            await search_over.wait()
         async with slots:
             after_kill = killed.is_set()
             result = await dispatch_agent(lk, room, PRIYA, agent_name=AGENT_NAME, timeout=5, attempts=4)
@@ -99,31 +106,35 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
 
     async def kill_when_a_call_is_stranded_on_it() -> set[str]:
         def ready() -> bool:
-            return len(finished) >= 4 and bool(in_flight_on(doomed, finished))
+            search_lost = len(finished) >= CALLS - HELD_BACK  # every call it could use is over
+            return search_lost or (len(finished) >= 4 and bool(in_flight_on(doomed, finished)))
 
         deadline = asyncio.get_running_loop().time() + 60
         rooms: set[str] = set()
-        while not rooms:
-            assert asyncio.get_running_loop().time() < deadline and len(finished) < CALLS, "no call was stranded"
-            assert await asyncio.to_thread(doomed.wait_for, ready, 60), doomed.tail()
-            # Frozen while the server is asked, so no agent of it turns ready between the
-            # answer and the SIGKILL (that race once made a "stranded" call one it served).
-            doomed.pause()
-            rooms = {room for room in in_flight_on(doomed, finished) if await stranded(lk, room, doomed_id)}
-            if not rooms:
-                doomed.resume()
-                await asyncio.sleep(0.05)  # the server has no event for "assigned": ask again
-        doomed.kill()
-        killed.set()
+        try:
+            while not rooms:
+                assert asyncio.get_running_loop().time() < deadline, "no call was stranded"
+                assert await asyncio.to_thread(doomed.wait_for, ready, 60), doomed.tail()
+                assert len(finished) < CALLS - HELD_BACK, "no call was stranded"
+                # Frozen while the server is asked, so no agent of it turns ready between the
+                # answer and the SIGKILL (that race once made a "stranded" call one it served).
+                doomed.pause()
+                rooms = {room for room in in_flight_on(doomed, finished) if await stranded(lk, room, doomed_id)}
+                if not rooms:
+                    doomed.resume()
+                    await asyncio.sleep(0.05)  # the server has no event for "assigned": ask again
+            doomed.kill()
+            killed.set()
+        finally:
+            search_over.set()
         return rooms
 
     async with server_api(livekit) as lk:
         await wait_until_the_server_lists_jobs(lk)
         killer = asyncio.create_task(kill_when_a_call_is_stranded_on_it())
-        calls = await asyncio.gather(*(one(n) for n in range(CALLS)))
+        calls = await asyncio.gather(*(one(n) for n in range(CALLS)))  # raises if a call got no agent
         stranded_rooms = await killer
 
-    assert len(calls) == CALLS  # every call got an agent
     by_room = {room: result for room, result, _ in calls}
     # Whose agent answered, by its job: livekit-agents logs "received job request" before
     # the job runs, while "job_started" can come after the caller has hung up.
@@ -134,5 +145,5 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
     assert recovered, outcomes  # a call stranded on the killed worker: re-dispatched, served by the survivor
     later = [room for room, _, after_kill in calls if after_kill]
     assert later, "no call started after the kill"
-    assert set(later) <= served_by_survivor
+    assert set(later) <= served_by_survivor, set(later) - served_by_survivor
     assert survivor.process.poll() is None, survivor.tail()
