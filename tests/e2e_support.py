@@ -17,7 +17,7 @@ from typing import Any
 
 from livekit import api
 
-from agent.dispatch import DispatchResult
+from agent.dispatch import DispatchResult, _taken, dispatch_agent
 from devtools.processes import LiveKitServer, LocalConvex
 from tests.conftest import REPO, project_free_env
 
@@ -141,3 +141,18 @@ async def poll_until(check: Callable[[], Awaitable[bool]], seconds: float, inter
 def job_of(result: DispatchResult) -> str:
     """The job id behind the agent that answered (its identity is ``agent-<jobId>``)."""
     return result.agent_identity.removeprefix("agent-")
+
+
+async def call_until_jobs_are_listed(
+    lk: api.LiveKitAPI, room: str, agent_id: str, *, agent_name: str, attempt_seconds: float, attempts: int = 3
+) -> DispatchResult:
+    """One call into ``room``, then wait until livekit-server lists its job (what
+    ``dispatch_agent`` asks to tell a taken dispatch from a dropped one). The server lists
+    no job while it refreshes its agent namespaces: for up to 5 s (``CheckEnabledTimeout``)
+    from the first dispatch more than a minute after its last refresh began, so from the
+    first dispatch on a fresh server. A test that relies on the listing calls this first.
+    ``attempt_seconds`` and ``attempts``: ``dispatch_agent``'s ``timeout`` and ``attempts``."""
+    result = await dispatch_agent(lk, room, agent_id, agent_name=agent_name, timeout=attempt_seconds, attempts=attempts)
+    listed = await poll_until(lambda: _taken(lk, room, result.dispatch_id), 15)
+    assert listed, f"livekit-server never listed the job of the call into {room}"
+    return result

@@ -14,7 +14,7 @@ from livekit.agents import AgentServer, JobContext, JobExecutorType
 from agent.dispatch import NOT_TAKEN_AFTER_SECONDS, READY_ATTRIBUTE, DispatchTimeoutError, dispatch_agent
 from agent.room_guard import AGENT_ID_ATTRIBUTE
 from devtools.processes import LiveKitServer
-from tests.e2e_support import poll_until, server_api
+from tests.e2e_support import call_until_jobs_are_listed, server_api
 
 pytestmark = pytest.mark.e2e
 AGENT_ID = "00000000000000000000010000agents"
@@ -57,17 +57,9 @@ async def test_a_taken_dispatch_is_waited_for_although_its_agent_joins_after_the
 ) -> None:
     room = f"agent-{AGENT_ID}--slow-start"
     async with server_api(livekit) as lk:
-        # livekit-server lists no job while it refreshes its agent namespaces (5 s from the
-        # first dispatch after a minute without one; see NOT_TAKEN_AFTER_SECONDS): a first
-        # call starts that refresh, and its job being listed says the refresh is over.
+        # A first call, so that this one is not judged while the server lists no jobs.
         first_room = f"agent-{AGENT_ID}--first"
-        first = await dispatch_agent(lk, first_room, AGENT_ID, agent_name=SLOW_NAME, timeout=15)
-
-        async def first_listed() -> bool:
-            dispatch = await lk.agent_dispatch.get_dispatch(first.dispatch_id, first_room)
-            return dispatch is not None and len(dispatch.state.jobs) > 0
-
-        assert await poll_until(first_listed, 15)
+        await call_until_jobs_are_listed(lk, first_room, AGENT_ID, agent_name=SLOW_NAME, attempt_seconds=15)
         result = await dispatch_agent(lk, room, AGENT_ID, agent_name=SLOW_NAME, timeout=START_DELAY_SECONDS + 10)
     assert result.attempts == 1  # taken: never withdrawn as "dropped", however late it joined
     assert result.seconds >= START_DELAY_SECONDS

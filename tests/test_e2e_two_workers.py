@@ -14,7 +14,15 @@ from agent.dispatch import READY_ATTRIBUTE, DispatchResult, dispatch_agent
 from agent.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
-from tests.e2e_support import AGENT_NAME, Worker, job_of, our_agents, poll_until, server_api, start_worker
+from tests.e2e_support import (
+    AGENT_NAME,
+    Worker,
+    call_until_jobs_are_listed,
+    job_of,
+    our_agents,
+    server_api,
+    start_worker,
+)
 
 pytestmark = pytest.mark.e2e
 PRIYA = local_backend_id(0)
@@ -68,18 +76,11 @@ async def stranded(lk: api.LiveKitAPI, room: str, worker_id: str) -> bool:
     return assigned and not any(a.attributes.get(READY_ATTRIBUTE) for a in await our_agents(lk, room))
 
 
-async def wait_until_the_server_lists_jobs(lk: api.LiveKitAPI) -> None:
-    """A fresh livekit-server lists a dispatch's jobs only once its first agent-namespace
-    check ends (``CheckEnabledTimeout``, 5 s after its first dispatch); before that,
-    ``stranded`` could never see an assignment. One call, then wait for its job."""
+async def make_the_server_list_jobs(lk: api.LiveKitAPI) -> None:
+    """``stranded`` reads the server's job listing, which a fresh server does not keep yet:
+    one call first (then hung up)."""
     room = room_name_for(PRIYA, "warm-up-call")
-    result = await dispatch_agent(lk, room, PRIYA, agent_name=AGENT_NAME, timeout=5, attempts=4)
-
-    async def listed() -> bool:
-        dispatch = await lk.agent_dispatch.get_dispatch(result.dispatch_id, room)
-        return dispatch is not None and len(dispatch.state.jobs) > 0
-
-    assert await poll_until(listed, 15), "livekit-server never listed the warm-up call's job"
+    await call_until_jobs_are_listed(lk, room, PRIYA, agent_name=AGENT_NAME, attempt_seconds=5, attempts=4)
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
@@ -130,7 +131,7 @@ async def test_killing_one_of_two_workers_mid_burst_loses_no_call(
         return rooms
 
     async with server_api(livekit) as lk:
-        await wait_until_the_server_lists_jobs(lk)
+        await make_the_server_list_jobs(lk)
         killer = asyncio.create_task(kill_when_a_call_is_stranded_on_it())
         calls = await asyncio.gather(*(one(n) for n in range(CALLS)))  # raises if a call got no agent
         stranded_rooms = await killer
