@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from agent.settings import WorkerSettings
 from agent.worker import build_server
 from tests.conftest import REPO, project_free_env
@@ -40,9 +42,14 @@ def warm_up(model_factory: str) -> dict[str, object]:
     return built
 
 
-def test_importing_the_warmup_loads_the_job_module_and_builds_each_tls_context_once() -> None:
-    built = warm_up("devtools.fake_models:recording_session")
-    assert {key: built[key] for key in ("jobModule", "serviceTls", "livekitTls", "hostMetric")} == {
+@pytest.fixture(scope="module")
+def warmed() -> dict[str, object]:
+    """What the warm-up built with a factory that loads (one fresh interpreter for the module)."""
+    return warm_up("devtools.fake_models:recording_session")
+
+
+def test_importing_the_warmup_loads_the_job_module_and_builds_each_tls_context_once(warmed: dict[str, object]) -> None:
+    assert {key: warmed[key] for key in ("jobModule", "serviceTls", "livekitTls", "hostMetric")} == {
         "jobModule": True,
         "serviceTls": 1,
         "livekitTls": 1,
@@ -50,11 +57,10 @@ def test_importing_the_warmup_loads_the_job_module_and_builds_each_tls_context_o
     }
 
 
-def test_the_warmup_loads_what_livekit_agents_would_load_lazily_in_every_job() -> None:
-    built = warm_up("devtools.fake_models:recording_session")
-    assert built["lazyModules"] == ["livekit.agents.llm.async_toolset", "livekit.agents.voice.report"]
-    assert built["chatValidatorBuilt"] is True  # pydantic defers it to the first ChatMessage
-    assert built["factoryModule"] is True  # the session factory AGENT_MODEL_FACTORY names
+def test_the_warmup_loads_what_livekit_agents_would_load_lazily_in_every_job(warmed: dict[str, object]) -> None:
+    assert warmed["lazyModules"] == ["livekit.agents.llm.async_toolset", "livekit.agents.voice.report"]
+    assert warmed["chatValidatorBuilt"] is True  # pydantic defers it to the first ChatMessage
+    assert warmed["factoryModule"] is True  # the session factory AGENT_MODEL_FACTORY names
 
 
 def test_a_factory_that_cannot_load_leaves_the_warmup_working() -> None:
