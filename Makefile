@@ -28,9 +28,14 @@ convex/node_modules/.installed: convex/package.json convex/package-lock.json
 	npm --prefix convex ci --no-audit --no-fund
 	touch $@
 
-# redis-server from Debian; tests start their own instances on free ports.
+# Debian packages the worker's tools and tests start for real: redis-server (tiers,
+# fleet, LiveKit cluster routing), espeak-ng and sox (real speech for the OpenAI stand-in
+# and the callers), haproxy (the cluster's load balancer), chromium and its driver (the
+# talk page's browser test), buildah and debootstrap (the container image test).
+APT_PACKAGES := redis-server espeak-ng sox haproxy chromium chromium-driver buildah debootstrap
 system-deps:
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing $$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 # livekit-server from the Go module proxy into a git-ignored folder, reused when present.
 livekit-server: $(LIVEKIT_SERVER)
