@@ -13,14 +13,14 @@ import av
 import numpy as np
 import openai as openai_sdk
 import pytest
-from livekit import rtc
+from livekit import api, rtc
 from livekit.agents import llm, stt, utils
 from livekit.plugins import openai
 
 from devtools.openai_standin.encode import espeak_voice
 from devtools.openai_standin.hearing import DEFAULT_PHRASES
 from devtools.openai_standin.replies import GREETING_REPLY
-from devtools.processes import OpenAIStandin
+from devtools.processes import LiveKitServer, OpenAIStandin
 from devtools.speech import speak
 
 RATE = 24000
@@ -157,11 +157,11 @@ async def test_prewarm_paths_answer_and_stats_reset(openai_standin: OpenAIStandi
     assert openai_standin.stats()["requests"] == {}
 
 
-def frames_of(pcm: bytes, ms: int = 20) -> list[rtc.AudioFrame]:
-    step = RATE * ms // 1000 * 2
+def frames_of(pcm: bytes, ms: int = 20, rate: int = RATE) -> list[rtc.AudioFrame]:
+    step = rate * ms // 1000 * 2
     padded = pcm + bytes(-len(pcm) % step)
     return [
-        rtc.AudioFrame(padded[i : i + step], sample_rate=RATE, num_channels=1, samples_per_channel=step // 2)
+        rtc.AudioFrame(padded[i : i + step], sample_rate=rate, num_channels=1, samples_per_channel=step // 2)
         for i in range(0, len(padded), step)
     ]
 
@@ -246,3 +246,53 @@ async def spoken(generation: llm.GenerationCreatedEvent) -> tuple[str, bytes]:
         return b"".join([frame.data.tobytes() async for frame in message.audio_stream])
 
     return await asyncio.gather(text(), audio())
+
+
+def join_token(livekit: LiveKitServer, room: str, identity: str) -> str:
+    grants = api.VideoGrants(room_join=True, room=room)
+    return api.AccessToken(livekit.api_key, livekit.api_secret).with_identity(identity).with_grants(grants).to_jwt()
+
+
+async def test_phrases_are_recognised_after_webrtc_opus_and_resampling(
+    openai_standin: OpenAIStandin, livekit: LiveKitServer
+) -> None:
+    """What a worker's STT receives went through Opus, livekit-server and livekit's
+    resampler (48 kHz and back): the phrase book still names each phrase, once."""
+    phrases = [DEFAULT_PHRASES[0], DEFAULT_PHRASES[8]]
+    speaker, listener = rtc.Room(), rtc.Room()
+    subscribed: asyncio.Future[rtc.Track] = asyncio.get_running_loop().create_future()
+
+    def on_track(track: rtc.Track, *_: object) -> None:
+        if not subscribed.done():
+            subscribed.set_result(track)
+
+    listener.on("track_subscribed", on_track)
+    await listener.connect(livekit.url, join_token(livekit, "standin-opus", "listener"))
+    await speaker.connect(livekit.url, join_token(livekit, "standin-opus", "speaker"))
+    source = rtc.AudioSource(48000, 1, queue_size_ms=100)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    await speaker.local_participant.publish_track(track, options)
+    async with utils.http_context.open():
+        model = openai.STT(model="gpt-4o-transcribe", use_realtime=True, base_url=openai_standin.base_url, api_key="x")
+        recognition = model.stream()
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                audio_stream = rtc.AudioStream(await subscribed, sample_rate=RATE, num_channels=1)
+
+                async def forward() -> None:
+                    async for event in audio_stream:
+                        recognition.push_frame(event.frame)
+
+                forwarding = asyncio.create_task(forward())
+                for phrase in phrases:
+                    for frame in frames_of(silence(1) + speak(phrase, sample_rate=48000) + silence(1), rate=48000):
+                        await source.capture_frame(frame)
+                heard = await finals(recognition, len(phrases))
+                forwarding.cancel()
+        finally:
+            await recognition.aclose()
+            await model.aclose()
+            await speaker.disconnect()
+            await listener.disconnect()
+    assert heard == phrases

@@ -16,7 +16,7 @@ DEFAULT_LLM_TTFT_MS = 400
 """gpt-4o-mini: request to the first streamed token."""
 DEFAULT_TTS_TTFB_MS = 300
 """gpt-4o-mini-tts: request to the first audio byte."""
-DEFAULT_TOKENS_PER_SECOND = 80.0
+DEFAULT_TOKENS_PER_SECOND = 60.0
 """gpt-4o-mini output speed once tokens flow."""
 AUDIO_CHUNK_MS = 100
 """Streamed speech goes out in chunks of this much audio."""
