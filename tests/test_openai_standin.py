@@ -20,8 +20,9 @@ from livekit.plugins import openai
 from devtools.openai_standin.encode import espeak_voice
 from devtools.openai_standin.hearing import DEFAULT_PHRASES
 from devtools.openai_standin.replies import GREETING_REPLY
-from devtools.processes import LiveKitServer, OpenAIStandin
+from devtools.processes import LiveKitServer, OpenAIStandin, ServiceStartError, start_openai_standin
 from devtools.speech import speak
+from tests.conftest import unavailable
 
 RATE = 24000
 DEADLINE_S = 30
@@ -296,3 +297,44 @@ async def test_phrases_are_recognised_after_webrtc_opus_and_resampling(
             await speaker.disconnect()
             await listener.disconnect()
     assert heard == phrases
+
+
+async def test_configured_delays_hold_back_the_first_token_audio_and_transcript() -> None:
+    """Lower bounds only: a loaded machine can make answers later, never earlier."""
+    delay_s = 0.3
+    try:
+        slow = start_openai_standin(stt_delay_ms=delay_s * 1000, llm_ttft_ms=delay_s * 1000, tts_ttfb_ms=delay_s * 1000)
+    except ServiceStartError as exc:
+        unavailable(str(exc))
+        raise
+    try:
+        async with utils.http_context.open():
+            model = openai.LLM(model="gpt-4o-mini", base_url=slow.base_url, api_key="x")
+            ctx = llm.ChatContext()
+            ctx.add_message(role="user", content="hi")
+            started = time.monotonic()
+            async with model.chat(chat_ctx=ctx) as stream:
+                async for chunk in stream:
+                    if chunk.delta and chunk.delta.content:
+                        break
+            assert time.monotonic() - started >= delay_s
+            await model.aclose()
+
+            tts = openai.TTS(base_url=slow.base_url, api_key="x", response_format="pcm")
+            started = time.monotonic()
+            async for _ in tts.synthesize("Yes please."):
+                break
+            assert time.monotonic() - started >= delay_s
+            await tts.aclose()
+
+            recognizer = openai.STT(model="gpt-4o-transcribe", use_realtime=True, base_url=slow.base_url, api_key="x")
+            stream_in = recognizer.stream()
+            for frame in frames_of(speak(DEFAULT_PHRASES[5]) + silence(1)):
+                stream_in.push_frame(frame)
+            sent = time.monotonic()
+            assert await finals(stream_in, 1) == [DEFAULT_PHRASES[5]]
+            assert time.monotonic() - sent >= delay_s
+            await stream_in.aclose()
+            await recognizer.aclose()
+    finally:
+        slow.stop()
