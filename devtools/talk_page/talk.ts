@@ -236,7 +236,9 @@ async function onTranscript(reader: TextStreamReader, sender: string): Promise<v
     text += chunk;
     line.textContent = text;
   }
-  line.dataset.final = attributes["lk.transcription_final"] === "false" ? "false" : "true";
+  // The agent's streams say final in their trailer, read into info once the stream ends.
+  const closing = reader.info.attributes ?? {};
+  line.dataset.final = closing["lk.transcription_final"] === "false" ? "false" : "true";
   line.dataset.at = String(sinceStart());
   line.scrollIntoView({ block: "end" });
 }
