@@ -129,8 +129,21 @@ class Chromium:
             raise BrowserError(f"{method}: {answer['error']}")
         return dict(answer.get("result", {}))
 
-    async def navigate(self, url: str) -> None:
+    async def navigate(self, url: str, *, load_seconds: float = 30) -> None:
+        """Open ``url`` and return once its document has loaded (scripts ran)."""
         await self.send("Page.navigate", url=url)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + load_seconds
+        check = f"document.readyState === 'complete' && location.href === {json.dumps(url)}"
+        while True:
+            try:
+                if await self.evaluate(check):
+                    return
+            except BrowserError:  # the old document went away mid-evaluation
+                pass
+            if loop.time() > deadline:
+                raise BrowserError(f"{url} did not load in {load_seconds:.0f} s")
+            await asyncio.sleep(0.05)
 
     async def evaluate(self, expression: str) -> Any:
         """The JSON value of ``expression`` in the page (awaited if it is a promise)."""

@@ -206,7 +206,7 @@ function watchLevel(context: AudioContext, mediaTrack: MediaStreamTrack): void {
     const now = sinceStart();
     if (body.dataset.firstAudioMs === undefined) {
       body.dataset.firstAudioMs = String(now);
-      showFact("firstAudio", `${now} ms after the click`);
+      showFact("firstAudio", `${now} ms after the call started`);
     }
     if (now - lastLoud > BURST_GAP_MS && bursts.length < 50) {
       bursts.push(now);
