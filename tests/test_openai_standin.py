@@ -8,6 +8,7 @@ import hashlib
 import io
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import av
 import numpy as np
@@ -18,7 +19,7 @@ from livekit.agents import llm, stt, utils
 from livekit.plugins import openai
 
 from devtools.openai_standin.encode import espeak_voice
-from devtools.openai_standin.hearing import DEFAULT_PHRASES
+from devtools.openai_standin.hearing import DEFAULT_PHRASES, PhraseBook
 from devtools.openai_standin.replies import GREETING_REPLY
 from devtools.processes import LiveKitServer, OpenAIStandin, ServiceStartError, start_openai_standin
 from devtools.speech import speak
@@ -286,9 +287,13 @@ async def test_phrases_are_recognised_after_webrtc_opus_and_resampling(
                         recognition.push_frame(event.frame)
 
                 forwarding = asyncio.create_task(forward())
-                for phrase in phrases:
-                    for frame in frames_of(silence(1) + speak(phrase, sample_rate=48000) + silence(1), rate=48000):
+
+                async def say(text: str) -> None:
+                    for frame in frames_of(speak(text, sample_rate=48000) + silence(1), rate=48000):
                         await source.capture_frame(frame)
+
+                for phrase in phrases:
+                    await say(phrase)
                 heard = await finals(recognition, len(phrases))
                 forwarding.cancel()
         finally:
@@ -299,11 +304,19 @@ async def test_phrases_are_recognised_after_webrtc_opus_and_resampling(
     assert heard == phrases
 
 
-async def test_configured_delays_hold_back_the_first_token_audio_and_transcript() -> None:
-    """Lower bounds only: a loaded machine can make answers later, never earlier."""
+async def test_configured_delays_and_phrases_hold(tmp_path: Path) -> None:
+    """Delays as lower bounds only (a loaded machine can make answers later, never
+    earlier); a phrase from ``--phrases`` is named like a default one."""
     delay_s = 0.3
+    extra = "Please send me the menu."
+    (tmp_path / "phrases.txt").write_text(f"# ours\n{extra}\n")
     try:
-        slow = start_openai_standin(stt_delay_ms=delay_s * 1000, llm_ttft_ms=delay_s * 1000, tts_ttfb_ms=delay_s * 1000)
+        slow = start_openai_standin(
+            stt_delay_ms=delay_s * 1000,
+            llm_ttft_ms=delay_s * 1000,
+            tts_ttfb_ms=delay_s * 1000,
+            phrases=tmp_path / "phrases.txt",
+        )
     except ServiceStartError as exc:
         unavailable(str(exc))
         raise
@@ -329,12 +342,58 @@ async def test_configured_delays_hold_back_the_first_token_audio_and_transcript(
 
             recognizer = openai.STT(model="gpt-4o-transcribe", use_realtime=True, base_url=slow.base_url, api_key="x")
             stream_in = recognizer.stream()
-            for frame in frames_of(speak(DEFAULT_PHRASES[5]) + silence(1)):
+            for frame in frames_of(speak(extra) + silence(1)):
                 stream_in.push_frame(frame)
             sent = time.monotonic()
-            assert await finals(stream_in, 1) == [DEFAULT_PHRASES[5]]
+            assert await finals(stream_in, 1) == [extra]
             assert time.monotonic() - sent >= delay_s
             await stream_in.aclose()
             await recognizer.aclose()
     finally:
         slow.stop()
+
+
+async def test_file_transcription_names_the_phrase_and_is_empty_for_silence(openai_standin: OpenAIStandin) -> None:
+    phrase = DEFAULT_PHRASES[3]
+    async with utils.http_context.open():
+        model = openai.STT(model="gpt-4o-mini-transcribe", base_url=openai_standin.base_url, api_key="x")
+        spoken_event = await model.recognize(frames_of(silence(0.3) + speak(phrase, sample_rate=48000), rate=48000))
+        silent_event = await model.recognize(frames_of(silence(2)))
+        await model.aclose()
+    assert spoken_event.alternatives[0].text == phrase
+    assert silent_event.alternatives[0].text == ""
+    assert openai_standin.stats()["transcripts"] == [phrase]
+
+
+async def test_realtime_without_turn_detection_waits_for_the_clients_commit(openai_standin: OpenAIStandin) -> None:
+    phrase = DEFAULT_PHRASES[6]
+    async with utils.http_context.open():
+        model = openai.realtime.RealtimeModel(base_url=openai_standin.base_url, api_key="x", turn_detection=None)
+        session = model.session()
+        transcripts: asyncio.Queue[str] = asyncio.Queue()
+        session.on(
+            "input_audio_transcription_completed",
+            lambda ev: transcripts.put_nowait(ev.transcript) if ev.is_final else None,
+        )
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                for frame in frames_of(speak(phrase) + silence(1.5)):
+                    session.push_audio(frame)
+                # nothing is committed (or answered) until the client says so; then exactly one transcript
+                session.commit_audio()
+                assert await transcripts.get() == phrase
+                text, _ = await spoken(await session.generate_reply())
+                assert text == f"You said: {phrase}."
+        finally:
+            await session.aclose()
+            await model.aclose()
+    stats = openai_standin.stats()
+    assert stats["replies"] == [f"You said: {phrase}."]  # no response of the server's own
+    assert stats["realtime_sessions"] == {"conversation": 1}
+
+
+def test_a_phrase_missing_from_the_book_is_not_named_after_another() -> None:
+    for phrase in DEFAULT_PHRASES:
+        audio = speak(phrase)
+        assert PhraseBook(DEFAULT_PHRASES).match(audio) == phrase
+        assert PhraseBook([p for p in DEFAULT_PHRASES if p != phrase]).match(audio) is None

@@ -13,6 +13,7 @@ from devtools.openai_standin.config import StandinConfig
 from devtools.openai_standin.prompt_cache import PromptCache
 from devtools.openai_standin.speech_endpoint import SpeechEndpoint
 from devtools.openai_standin.stats import Stats
+from devtools.openai_standin.transcriptions_endpoint import TranscriptionsEndpoint
 
 STATS = web.AppKey("stats", Stats)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,6 +65,8 @@ def build_app(config: StandinConfig) -> web.Application:
     app.router.add_get("/v1", _root)
     app.router.add_post("/v1/chat/completions", ChatEndpoint(config, stats, cache).handle)
     app.router.add_post("/v1/audio/speech", SpeechEndpoint(config, stats).handle)
+    transcriptions = TranscriptionsEndpoint(config, stats, realtime.book)
+    app.router.add_post("/v1/audio/transcriptions", transcriptions.handle)
     app.router.add_get("/v1/realtime", realtime.handle)
     app.router.add_get("/_standin/stats", _stats)
     app.router.add_post("/_standin/reset", reset)

@@ -25,6 +25,8 @@ from devtools.openai_standin.transcription import HearingSession, silence_ms
 
 log = structlog.get_logger("openai_standin.conversation")
 _CHUNK_BYTES = SAMPLE_RATE * 2 * AUDIO_CHUNK_MS // 1000
+_NEVER_MS = 10**9
+_SERVER_VAD_SILENCE_MS = 500
 
 
 def item_text(item: dict[str, Any]) -> str:
@@ -94,7 +96,13 @@ class ConversationSession(HearingSession):
             self.voice = voice
         if "turn_detection" in (audio.get("input") or {}):
             self.turn_detection = audio["input"]["turn_detection"]
-        self.ear.silence_ms = silence_ms(session, self.ear.silence_ms)
+        # without turn detection an utterance lasts until the client commits it
+        current = _SERVER_VAD_SILENCE_MS if self.ear.silence_ms == _NEVER_MS else self.ear.silence_ms
+        self.ear.silence_ms = silence_ms(session, current) if self.server_vad else _NEVER_MS
+
+    @property
+    def server_vad(self) -> bool:
+        return self.turn_detection is not None
 
     async def _create_item(self, event: dict[str, Any]) -> None:
         item = dict(event.get("item") or {})
@@ -135,7 +143,7 @@ class ConversationSession(HearingSession):
             "role": "user",
             "content": [{"type": "input_audio", "transcript": label}],
         }
-        if self.turn_detection is not None and self.turn_detection.get("create_response", True):
+        if self.server_vad and (self.turn_detection or {}).get("create_response", True):
             self._respond(None)
 
     def _respond(self, metadata: Any) -> None:

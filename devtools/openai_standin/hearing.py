@@ -9,15 +9,21 @@ audio alone:
   without one, so silence or a click never makes an utterance, and one utterance makes
   exactly one.
 * :class:`PhraseBook` renders known phrases with ``devtools.speech`` and labels an utterance
-  with the phrase whose voiced duration is within :data:`DURATION_TOLERANCE` and whose energy
-  envelope correlates best (at least :data:`MIN_CORRELATION`); otherwise the label is
-  ``utterance N (d.d s)``. Envelopes survive Opus and resampling, which is why they are used.
+  with the phrase it matches (:meth:`PhraseBook.match`), else ``utterance N (d.d s)``.
+
+Matching compares band-energy spectrograms (six bands from 100 Hz to 8 kHz, per 20 ms frame,
+in dB below the utterance's loudest frame) by dynamic time warping, because what a worker's
+STT receives went through Opus, livekit-server's jitter buffer and livekit's resampler: on a
+loaded machine the start of a call arrives stretched by up to a quarter and with concealed
+gaps, which a fixed alignment does not survive. Measured on 60 utterances of the default
+phrases received through a real livekit-server (four runs, three of them side by side): the
+right phrase cost at most 0.051, any other phrase at least 0.076.
 """
 
 from __future__ import annotations
 
 import functools
-import math
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,10 +38,15 @@ FRAME_MS = 20
 VOICED_DBFS = -45.0
 START_FRAMES = 3
 MAX_UTTERANCE_MS = 30_000
-DURATION_TOLERANCE = 0.25
-MIN_CORRELATION = 0.6
-_ENVELOPE_POINTS = 64
 SPAN_DB = 30.0
+"""An utterance's span runs from its first to its last frame within this of its loudest."""
+FLOOR_DB = 45.0
+"""Band energies are compared down to this far below the loudest frame."""
+DURATION_RATIO = (0.8, 1.35)
+"""Heard duration / phrase duration for a phrase to be a candidate (transport stretches)."""
+MAX_COST = 0.065
+"""The largest mean warped distance at which a candidate phrase is named."""
+_BAND_EDGES_HZ = (100, 400, 800, 1500, 2500, 4000, 8000)
 
 DEFAULT_PHRASES: tuple[str, ...] = (
     "Hello, can you hear me?",
@@ -50,6 +61,8 @@ DEFAULT_PHRASES: tuple[str, ...] = (
     "Where are you located?",
 )
 
+Features = npt.NDArray[np.float64]
+
 
 def frame_dbfs(samples: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
     """RMS level of each whole 20 ms frame, in dB relative to full scale."""
@@ -61,12 +74,12 @@ def frame_dbfs(samples: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
 
 @dataclass
 class Utterance:
-    """A stretch of speech: when it started and stopped (ms of audio since the stream began)."""
+    """A stretch of speech: when it started and stopped (ms of audio since the stream
+    began) and its audio from the first to the last voiced frame."""
 
     start_ms: int
     end_ms: int
-    levels: list[float]
-    """Per-frame level (dBFS) from the first to the last voiced frame."""
+    pcm: bytes = b""
 
     @property
     def duration_s(self) -> float:
@@ -80,9 +93,8 @@ class Ear:
     silence_ms: int = 500
     _pending: bytes = b""
     _frames_seen: int = 0
-    _run: int = 0
     _silent: int = 0
-    _levels: list[float] = field(default_factory=list)
+    _frames: list[bytes] = field(default_factory=list)
     _start_frame: int | None = None
 
     @property
@@ -94,108 +106,118 @@ class Ear:
         data = self._pending + pcm
         whole = len(data) // (FRAME * 2) * FRAME * 2
         self._pending = data[whole:]
+        levels = frame_dbfs(np.frombuffer(data[:whole], dtype="<i2"))
         events: list[tuple[str, Utterance]] = []
-        for level in frame_dbfs(np.frombuffer(data[:whole], dtype="<i2")):
-            event = self._frame(float(level))
+        for index, level in enumerate(levels):
+            event = self._frame(data[index * FRAME * 2 : (index + 1) * FRAME * 2], float(level))
             if event is not None:
                 events.append(event)
         return events
 
-    def _frame(self, level: float) -> tuple[str, Utterance] | None:
+    def _frame(self, frame: bytes, level: float) -> tuple[str, Utterance] | None:
         index = self._frames_seen
         self._frames_seen += 1
         voiced = level > VOICED_DBFS
         if self._start_frame is None:
-            self._run = self._run + 1 if voiced else 0
-            self._levels = [*self._levels[-(START_FRAMES - 1) :], level] if voiced else []
-            if self._run >= START_FRAMES:
+            self._frames = [*self._frames[-(START_FRAMES - 1) :], frame] if voiced else []
+            if len(self._frames) >= START_FRAMES:
                 self._start_frame = index - START_FRAMES + 1
                 self._silent = 0
-                return "started", self._current(index + 1)
+                return "started", Utterance(self._start_frame * FRAME_MS, (index + 1) * FRAME_MS)
             return None
-        self._levels.append(level)
+        self._frames.append(frame)
         self._silent = 0 if voiced else self._silent + 1
-        too_long = (index + 1 - self._start_frame) * FRAME_MS >= MAX_UTTERANCE_MS
+        too_long = len(self._frames) * FRAME_MS >= MAX_UTTERANCE_MS
         if self._silent * FRAME_MS >= self.silence_ms or too_long:
             return "stopped", self.finish()
         return None
 
-    def _current(self, end_frame: int) -> Utterance:
-        assert self._start_frame is not None
-        return Utterance(self._start_frame * FRAME_MS, end_frame * FRAME_MS, list(self._levels))
-
     def finish(self) -> Utterance:
         """End the current utterance now (a client commit); trailing silence is cut off."""
         assert self._start_frame is not None
-        levels = self._levels[: len(self._levels) - self._silent] if self._silent else self._levels
-        utterance = Utterance(self._start_frame * FRAME_MS, (self._start_frame + len(levels)) * FRAME_MS, levels)
+        frames = self._frames[: len(self._frames) - self._silent]
+        start_ms = self._start_frame * FRAME_MS
+        utterance = Utterance(start_ms, start_ms + len(frames) * FRAME_MS, b"".join(frames))
         self.clear()
         return utterance
 
     def clear(self) -> None:
-        self._start_frame, self._run, self._silent, self._levels = None, 0, 0, []
+        self._start_frame, self._silent, self._frames = None, 0, []
 
 
-def voiced_span(pcm: bytes) -> list[float]:
-    """The levels of ``pcm`` from its first to its last voiced frame."""
-    levels = frame_dbfs(np.frombuffer(pcm, dtype="<i2"))
-    voiced = np.flatnonzero(levels > VOICED_DBFS)
-    if len(voiced) == 0:
-        return []
-    return [float(x) for x in levels[voiced[0] : voiced[-1] + 1]]
+@functools.cache
+def _bands() -> tuple[npt.NDArray[np.float64], list[npt.NDArray[np.bool_]]]:
+    freqs = np.fft.rfftfreq(FRAME, 1 / SAMPLE_RATE)
+    masks = [(freqs >= low) & (freqs < high) for low, high in itertools.pairwise(_BAND_EDGES_HZ)]
+    return np.hanning(FRAME), masks
 
 
-def _trimmed(levels: Sequence[float]) -> npt.NDArray[np.float64]:
-    """``levels`` from the first to the last frame within :data:`SPAN_DB` of the loudest,
-    floored :data:`SPAN_DB` below it: the same span and shape at any playback volume."""
-    values = np.asarray(levels, dtype=np.float64)
-    floor = values.max() - SPAN_DB
-    loud = np.flatnonzero(values > floor)
-    return np.asarray(np.maximum(values[loud[0] : loud[-1] + 1], floor), dtype=np.float64)
+def features(pcm: bytes) -> Features:
+    """Per 20 ms frame, the energy of each band in dB below the loudest frame (floored),
+    over the span from the first to the last frame within :data:`SPAN_DB` of the loudest:
+    the same numbers at any playback volume."""
+    samples = np.frombuffer(pcm[: len(pcm) // (FRAME * 2) * FRAME * 2], dtype="<i2").astype(np.float64)
+    if len(samples) < FRAME:
+        return np.zeros((0, len(_BAND_EDGES_HZ) - 1))
+    window, masks = _bands()
+    spectrum = np.abs(np.fft.rfft(samples.reshape(-1, FRAME) * window, axis=1)) ** 2
+    energy = np.stack([spectrum[:, mask].sum(axis=1) for mask in masks], axis=1)
+    bands_db = 10 * np.log10(energy + 1e-3)
+    total_db = 10 * np.log10(energy.sum(axis=1) + 1e-3)
+    loudest = total_db.max()
+    loud = np.flatnonzero(total_db > loudest - SPAN_DB)
+    span = bands_db[loud[0] : loud[-1] + 1]
+    return np.asarray((np.maximum(span, loudest - FLOOR_DB) - loudest) / FLOOR_DB, dtype=np.float64)
 
 
-def _envelope(clipped: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    positions = np.linspace(0, len(clipped) - 1, _ENVELOPE_POINTS)
-    curve = np.interp(positions, np.arange(len(clipped)), clipped)
-    spread = curve.std()
-    return np.asarray((curve - curve.mean()) / spread if spread > 0 else curve * 0, dtype=np.float64)
+def warped_cost(heard: Features, phrase: Features) -> float:
+    """Dynamic time warping of two feature sequences: the cheapest alignment's summed
+    per-frame distance (mean absolute band difference), divided by both lengths."""
+    n, m = len(heard), len(phrase)
+    cost = np.abs(heard[:, None, :] - phrase[None, :, :]).mean(axis=2)
+    previous = np.full(m + 1, np.inf)
+    previous[0] = 0.0
+    for i in range(n):
+        # arriving from above or the diagonal, then any run of steps along the row
+        vertical = np.minimum(previous[1:], previous[:-1]) + cost[i]
+        row = np.full(m + 1, np.inf)
+        running = np.inf
+        for j in range(m):
+            running = min(float(vertical[j]), running + float(cost[i, j]))
+            row[j + 1] = running
+        previous = row
+    return float(previous[m]) / (n + m)
 
 
 class PhraseBook:
     """Known phrases, rendered once (lazily), and the rule that labels an utterance."""
 
     def __init__(self, phrases: Sequence[str]) -> None:
-        self._phrases = tuple(dict.fromkeys(p for p in phrases if p.strip()))
+        self._phrases = tuple(dict.fromkeys(p.strip() for p in phrases if p.strip()))
 
     @functools.cached_property
-    def _entries(self) -> list[tuple[str, float, npt.NDArray[np.float64]]]:
-        entries = []
-        for phrase in self._phrases:
-            levels = voiced_span(speak(phrase, sample_rate=SAMPLE_RATE))
-            if levels:
-                span = _trimmed(levels)
-                entries.append((phrase, len(span) * FRAME_MS / 1000, _envelope(span)))
-        return entries
+    def _entries(self) -> list[tuple[str, Features]]:
+        rendered = [(phrase, features(speak(phrase, sample_rate=SAMPLE_RATE))) for phrase in self._phrases]
+        return [(phrase, feats) for phrase, feats in rendered if len(feats)]
 
     def warm(self) -> None:
         """Render the phrases now rather than on the first utterance."""
         _ = self._entries
 
-    def match(self, levels: Sequence[float]) -> str | None:
-        """The phrase this utterance is, or ``None`` when none is close enough."""
-        if len(levels) < START_FRAMES:
+    def match(self, pcm: bytes) -> str | None:
+        """The phrase whose duration fits (:data:`DURATION_RATIO`) and whose warped cost is
+        lowest, if at most :data:`MAX_COST`; else ``None``."""
+        heard = features(pcm)
+        if len(heard) < START_FRAMES:
             return None
-        span = _trimmed(levels)
-        duration = len(span) * FRAME_MS / 1000
-        heard = _envelope(span)
-        best: tuple[float, str] | None = None
-        for phrase, phrase_duration, envelope in self._entries:
-            if abs(math.log(duration / phrase_duration)) > math.log(1 + DURATION_TOLERANCE):
-                continue
-            score = float(np.dot(heard, envelope) / _ENVELOPE_POINTS)
-            if score >= MIN_CORRELATION and (best is None or score > best[0]):
-                best = (score, phrase)
-        return best[1] if best else None
+        low, high = DURATION_RATIO
+        costs = [
+            (warped_cost(heard, feats), phrase)
+            for phrase, feats in self._entries
+            if low <= len(heard) / len(feats) <= high
+        ]
+        best = min(costs, default=None)
+        return best[1] if best is not None and best[0] <= MAX_COST else None
 
     def label(self, utterance: Utterance, sequence: int) -> str:
-        return self.match(utterance.levels) or f"utterance {sequence} ({utterance.duration_s:.1f} s)"
+        return self.match(utterance.pcm) or f"utterance {sequence} ({utterance.duration_s:.1f} s)"

@@ -33,11 +33,11 @@ class RealtimeEndpoint:
     def __init__(self, config: StandinConfig, stats: Stats) -> None:
         self._config = config
         self._stats = stats
-        self._book = PhraseBook([*DEFAULT_PHRASES, *config.phrases])
+        self.book = PhraseBook([*DEFAULT_PHRASES, *config.phrases])
 
     def warm(self) -> None:
         """Render the phrase book before the first caller speaks (it blocks: run it in a thread)."""
-        self._book.warm()
+        self.book.warm()
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None)
@@ -46,9 +46,10 @@ class RealtimeEndpoint:
         model = request.query.get("model", "gpt-4o-transcribe" if transcription else "gpt-realtime")
         session: TranscriptionSession | ConversationSession
         if transcription:
-            session = TranscriptionSession(ws, self._config, self._stats, self._book, model)
+            session = TranscriptionSession(ws, self._config, self._stats, self.book, model)
         else:
-            session = ConversationSession(ws, self._config, self._stats, self._book, model)
+            session = ConversationSession(ws, self._config, self._stats, self.book, model)
+        self._stats.session("transcription" if transcription else "conversation")
         log.info("realtime_connected", intent="transcription" if transcription else "conversation", model=model)
         await session.start()
         try:

@@ -29,6 +29,7 @@ class Stats:
     replies: list[str] = field(default_factory=list)
     cached_tokens: list[int] = field(default_factory=list)
     utterance_seq: int = 0
+    sessions: Counter[str] = field(default_factory=Counter)
 
     def reset(self) -> None:
         """Back to zero: every field to its default."""
@@ -46,6 +47,9 @@ class Stats:
             "cached_tokens": cached,
         }
         _append(self.cached_tokens, cached)
+
+    def session(self, intent: str) -> None:
+        self.sessions[intent] += 1
 
     def speech(self, text: str) -> None:
         _append(self.speech_inputs, sha256(text))
@@ -69,6 +73,7 @@ class Stats:
             "speech_inputs": list(self.speech_inputs),
             "transcripts": list(self.transcripts),
             "replies": list(self.replies),
+            "realtime_sessions": dict(self.sessions),
         }
 
 

@@ -79,17 +79,26 @@ class HearingSession:
             else:
                 await self.speech_stopped(utterance)
 
+    @property
+    def server_vad(self) -> bool:
+        """Whether the client asked for server turn detection (its VAD events and commits)."""
+        return True
+
     async def speech_started(self, utterance: Utterance) -> None:
+        if not self.server_vad:
+            return
         await self.send(
             {"type": "input_audio_buffer.speech_started", "audio_start_ms": utterance.start_ms, "item_id": self.item_id}
         )
 
     async def speech_stopped(self, utterance: Utterance) -> None:
-        await self.send(
-            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": utterance.end_ms, "item_id": self.item_id}
-        )
+        if self.server_vad:
+            await self.send(
+                {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": utterance.end_ms, "item_id": self.item_id}
+            )
         await self.send({"type": "input_audio_buffer.committed", "item_id": self.item_id, "previous_item_id": None})
-        label = self.book.label(utterance, self.stats.next_utterance())
+        # matching costs tens of milliseconds: off the loop, which serves every call
+        label = await asyncio.to_thread(self.book.label, utterance, self.stats.next_utterance())
         log.info(
             "utterance_heard", duration_s=round(utterance.duration_s, 2), matched=not label.startswith("utterance ")
         )
