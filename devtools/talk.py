@@ -28,7 +28,7 @@ import structlog
 from aiohttp import web
 
 from devtools.devstack import DEV_AGENT_NAME
-from devtools.processes import LIVEKIT_DEV_KEY, LIVEKIT_DEV_SECRET, REPO
+from devtools.processes import DEMO_SEED, LIVEKIT_DEV_KEY, LIVEKIT_DEV_SECRET, REPO
 from devtools.talk_calls import CallError, Calls, LiveKitAccess
 from services.errors import StoreError
 from services.logging import configure_logging
@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8790, help="0: any free port (default 8790)")
     args = parser.parse_args(argv)
     configure_logging(json_logs=os.environ.get("LOG_FORMAT") == "json")
+    if not os.environ.get("CONVEX_URL") and not os.environ.get("AGENTS_FILE"):
+        os.environ["AGENTS_FILE"] = str(DEMO_SEED)  # as `make worker` does: the same agents
     try:
         asyncio.run(serve(args.port))
     except OSError as exc:
