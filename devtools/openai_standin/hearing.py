@@ -14,10 +14,9 @@ audio alone:
 Matching compares band-energy spectrograms (six bands from 100 Hz to 8 kHz, per 20 ms frame,
 in dB below the utterance's loudest frame) by dynamic time warping, because what a worker's
 STT receives went through Opus, livekit-server's jitter buffer and livekit's resampler: on a
-loaded machine the start of a call arrives stretched by up to a quarter and with concealed
-gaps, which a fixed alignment does not survive. Measured on 60 utterances of the default
-phrases received through a real livekit-server (four runs, three of them side by side): the
-right phrase cost at most 0.051, any other phrase at least 0.076.
+loaded machine the start of a call arrives stretched and with concealed gaps, which a fixed
+alignment does not survive. ``python -m devtools.openai_standin.match_check`` measures the
+costs :data:`MAX_COST` sits between (figures in docs/openai-standin.md).
 """
 
 from __future__ import annotations
