@@ -1,4 +1,4 @@
-"""``make worker``'s dev stack stops everything it started when it gets SIGTERM.
+"""``make worker``'s dev stack stops everything it started on SIGTERM and on Ctrl-C.
 
 It is started by its real command with no OPENAI_API_KEY, so it starts livekit-server,
 the OpenAI stand-in and ``python -m agent dev`` (which has children of its own); every
@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from devtools.processes import LIVEKIT_SERVER, free_port
 from tests.conftest import REPO, project_free_env, unavailable
@@ -59,7 +61,8 @@ def wait_until(check: object, seconds: float) -> bool:
     return bool(check())
 
 
-def test_the_dev_stack_stops_livekit_the_standin_and_the_worker_on_sigterm() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_the_dev_stack_stops_livekit_the_standin_and_the_worker_on_sigterm_and_ctrl_c(signum: signal.Signals) -> None:
     if not LIVEKIT_SERVER.exists():
         unavailable(f"{LIVEKIT_SERVER} is missing: run `make livekit-server`")
     env = {**project_free_env(), "AGENT_HTTP_PORT": "0", "LOG_FORMAT": "json"}
@@ -88,7 +91,7 @@ def test_the_dev_stack_stops_livekit_the_standin_and_the_worker_on_sigterm() -> 
         commands = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in children]
         for wanted in ("server --dev", "devtools.openai_standin", "agent dev"):
             assert any(wanted in command for command in commands), f"no {wanted!r} among {commands}"
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)  # Ctrl-C: the terminal sends SIGINT to the stack
         assert process.wait(60) == 0, "\n".join(lines[-40:])
         gone = wait_until(lambda: not [pid for pid in children if alive(pid)], 20)
         left = [pid for pid in children if alive(pid)]
