@@ -145,6 +145,7 @@ async function startCall(agentId: string, name: string): Promise<void> {
     .on(RoomEvent.ParticipantDisconnected, (participant) => {
       if (participant.isAgent && room === current) void endCall(true);
     })
+    .on(RoomEvent.AudioPlaybackStatusChanged, () => showAudioBlocked())
     .on(RoomEvent.Disconnected, () => {
       if (room === current) void endCall(false);
     });
@@ -156,9 +157,23 @@ async function startCall(agentId: string, name: string): Promise<void> {
     fail(`could not join the room: ${String(err)}`);
     return;
   }
+  showAudioBlocked();
   if (body.dataset.callState === "connecting") setState("waiting-agent");
   for (const participant of current.remoteParticipants.values()) onAttributes(participant);
   statusTimer = window.setInterval(() => void checkDispatch(), STATUS_POLL_MS);
+}
+
+/** A browser may refuse to play audio that no click started (a call started by
+ * ``?agent=`` at load): then a button lets the caller start it. */
+function showAudioBlocked(): void {
+  const blocked = room !== null && (!room.canPlaybackAudio || audioContext?.state === "suspended");
+  $("start-audio").hidden = !blocked;
+}
+
+async function startAudio(): Promise<void> {
+  await audioContext?.resume();
+  await room?.startAudio();
+  showAudioBlocked();
 }
 
 async function checkDispatch(): Promise<void> {
@@ -187,6 +202,7 @@ function onTrack(track: RemoteTrack, participant: RemoteParticipant): void {
   const element = track.attach();
   $("audio").append(element);
   if (participant.isAgent && audioContext !== null) watchLevel(audioContext, track.mediaStreamTrack);
+  showAudioBlocked();
 }
 
 function watchLevel(context: AudioContext, mediaTrack: MediaStreamTrack): void {
@@ -255,12 +271,14 @@ async function endCall(agentLeft: boolean): Promise<void> {
   }
   if (ending !== null) await ending.disconnect();
   $("audio").replaceChildren();
+  $("start-audio").hidden = true;
   void audioContext?.close();
   audioContext = null;
 }
 
 async function main(): Promise<void> {
   $("hangup").addEventListener("click", () => void endCall(false));
+  $("start-audio").addEventListener("click", () => void startAudio());
   let agents: AgentRow[];
   try {
     agents = await loadAgents();
