@@ -38,8 +38,14 @@ async def _root(request: web.Request) -> web.Response:
     return web.json_response({"object": "standin", "ok": True})
 
 
+_STARTED = time.monotonic()
+
+
 async def _stats(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATS].snapshot())
+    """The counters, plus this process's CPU time (never reset), so a load test can put
+    the stand-in's own cost next to the worker's."""
+    process = {"cpu_seconds": round(time.process_time(), 3), "uptime_seconds": round(time.monotonic() - _STARTED, 3)}
+    return web.json_response({**request.app[STATS].snapshot(), "process": process})
 
 
 def build_app(config: StandinConfig) -> web.Application:
