@@ -131,6 +131,7 @@ async def test_speech_plain_body_when_not_asked_for_sse(openai_standin: OpenAISt
     with av.open(io.BytesIO(answer.content), mode="r") as container:
         seconds = sum(float(frame.samples) / frame.sample_rate for frame in container.decode(audio=0))
     assert answer.response.headers["content-type"] == "audio/wav"
+    assert answer.response.headers["x-request-id"].startswith("req_")  # what the TTS plugin reports
     expected = speak("Yes please.", sample_rate=RATE, voice=espeak_voice("ash"))
     assert abs(seconds - len(expected) / 2 / RATE) < 0.02
 

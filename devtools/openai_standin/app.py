@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -25,6 +26,11 @@ async def _count(request: web.Request, handler: _Handler) -> web.StreamResponse:
     if not request.path.startswith("/_standin/"):
         request.app[STATS].count(request.path)
     return await handler(request)
+
+
+async def _request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """OpenAI names every answer in ``x-request-id``; the plugins log its absence."""
+    response.headers.setdefault("x-request-id", f"req_{uuid.uuid4().hex}")
 
 
 async def _models(request: web.Request) -> web.Response:
@@ -66,6 +72,7 @@ def build_app(config: StandinConfig) -> web.Application:
         await asyncio.to_thread(realtime.warm)
 
     app.on_startup.append(warm)
+    app.on_response_prepare.append(_request_id)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/", _root)
     app.router.add_get("/v1", _root)
