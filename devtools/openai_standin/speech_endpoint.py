@@ -30,7 +30,8 @@ MAX_INPUT_CHARS = 4096  # OpenAI's documented limit for input
 def chunks(audio: bytes, duration_ms: float) -> list[bytes]:
     """``audio`` (``duration_ms`` of sound) cut into pieces of about :data:`AUDIO_CHUNK_MS`."""
     count = max(1, math.ceil(duration_ms / AUDIO_CHUNK_MS))
-    size = max(1, math.ceil(len(audio) / count))
+    size = max(2, math.ceil(len(audio) / count))
+    size += size % 2  # whole 16-bit samples, for pcm and wav
     return [audio[i : i + size] for i in range(0, len(audio), size)] or [b""]
 
 
