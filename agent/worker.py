@@ -397,8 +397,10 @@ async def _start_session(
             )
 
     def on_item(event: ConversationItemAddedEvent) -> None:
-        if getattr(event.item, "role", None) == "assistant":
+        role = getattr(event.item, "role", None)
+        if role == "assistant":
             log_timings(_ms(started))
+        log_turn_metrics(target.agent_id, ctx.job.room.name, role, getattr(event.item, "metrics", None))
 
     def on_state(event: AgentStateChangedEvent) -> None:
         nonlocal first_audio_ms
@@ -425,6 +427,26 @@ async def _start_session(
     )
     greeting_source = greet(plan, service if settings.greeting_cache else None, result)
     return result, timings
+
+
+TURN_METRICS = {
+    "transcription_delay": "transcriptionDelayMs",
+    "end_of_turn_delay": "endOfTurnDelayMs",
+    "llm_node_ttft": "llmTtftMs",
+    "tts_node_ttfb": "ttsTtfbMs",
+    "e2e_latency": "e2eLatencyMs",
+}
+
+
+def log_turn_metrics(agent_id: str, room: str, role: object, metrics: object) -> None:
+    """One ``turn_metrics`` event per conversation item that carries livekit's per-turn
+    timings (the caller's turn: transcription and end-of-turn delays; the agent's: LLM
+    first token, TTS first byte, end to end): where a reply's latency goes, no text."""
+    if not isinstance(metrics, dict):
+        return
+    fields = {name: round(float(metrics[key]) * 1000, 1) for key, name in TURN_METRICS.items() if key in metrics}
+    if fields:
+        log.info("turn_metrics", room=clip(room), agentId=agent_id, role=str(role), **fields)
 
 
 def greet(plan: SessionPlan, service: AgentConfigService | None, result: PromptResult) -> GreetingSource | None:

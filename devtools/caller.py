@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import numpy as np
 from livekit import api, rtc
+from livekit.rtc.data_stream import StreamError
 
 from devtools.speech import speak
 
@@ -163,7 +164,10 @@ class Caller:
         self._spawn(self._read_text(reader, identity))
 
     async def _read_text(self, reader: rtc.TextStreamReader, identity: str) -> None:
-        text = await reader.read_all()
+        try:
+            text = await reader.read_all()
+        except StreamError:  # the call ended while the agent was still sending it
+            return
         final = (reader.info.attributes or {}).get("lk.transcription_final") == "true"
         self.transcripts.append(Transcript(identity, text, final, time.monotonic()))
         self._transcript_event.set()

@@ -8,11 +8,13 @@ with ``session.say(text, audio=...)``. The audio is raw s16le mono PCM at
 
 Like the RAM prompt tier, this structure does no I/O and reads no clock. It holds at most
 one greeting per agent (a newer version replaces the older; a delete drops it), and at
-most ``max_bytes`` of audio, the least recently used evicted first.
+most ``max_bytes`` of audio, the least recently used evicted first. Jobs read it from
+their own threads while the service loop writes it, so every operation holds a lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -44,40 +46,48 @@ class GreetingRam:
         self._max_bytes = max_bytes
         self._entries: OrderedDict[str, GreetingAudio] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def get(self, agent_id: str, key: str) -> GreetingAudio | None:
-        entry = self._entries.get(agent_id)
-        if entry is None or entry.key != key:
-            return None
-        self._entries.move_to_end(agent_id)
-        return entry
+        with self._lock:
+            entry = self._entries.get(agent_id)
+            if entry is None or entry.key != key:
+                return None
+            self._entries.move_to_end(agent_id)
+            return entry
 
     def put(self, agent_id: str, audio: GreetingAudio) -> bool:
         """Hold ``audio`` unless the agent already has a newer version's or it is too large."""
         if len(audio.pcm) > min(MAX_GREETING_BYTES, self._max_bytes):
             return False
-        held = self._entries.get(agent_id)
-        if held is not None and held.updated_at > audio.updated_at:
-            return False
-        self.discard(agent_id)
-        while self._entries and self._bytes + len(audio.pcm) > self._max_bytes:
-            _, evicted = self._entries.popitem(last=False)
-            self._bytes -= len(evicted.pcm)
-        self._entries[agent_id] = audio
-        self._bytes += len(audio.pcm)
-        return True
+        with self._lock:
+            held = self._entries.get(agent_id)
+            if held is not None and held.updated_at > audio.updated_at:
+                return False
+            self._drop(agent_id)
+            while self._entries and self._bytes + len(audio.pcm) > self._max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= len(evicted.pcm)
+            self._entries[agent_id] = audio
+            self._bytes += len(audio.pcm)
+            return True
 
     def discard(self, agent_id: str, *, older_than: float | None = None) -> None:
         """Drop the agent's greeting (only if from a version before ``older_than``, if given)."""
-        held = self._entries.get(agent_id)
-        if held is None or (older_than is not None and held.updated_at >= older_than):
-            return
-        del self._entries[agent_id]
-        self._bytes -= len(held.pcm)
+        with self._lock:
+            held = self._entries.get(agent_id)
+            if held is not None and (older_than is None or held.updated_at < older_than):
+                self._drop(agent_id)
+
+    def _drop(self, agent_id: str) -> None:
+        held = self._entries.pop(agent_id, None)
+        if held is not None:
+            self._bytes -= len(held.pcm)
 
     def clear(self) -> None:
-        self._entries.clear()
-        self._bytes = 0
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
