@@ -16,9 +16,10 @@ from typing import Any
 import structlog
 from livekit import api
 from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
-from livekit.agents.voice.events import AgentStateChangedEvent, ConversationItemAddedEvent
 
 from agent import room_guard
+from agent.call_watch import CallWatch
+from agent.call_watch import elapsed_ms as _ms
 from agent.capacity import (
     STATUS_INTERVAL_SECONDS,
     CapacityPolicy,
@@ -101,10 +102,6 @@ async def _connect_and_check(ctx: JobContext, settings: WorkerSettings) -> str |
     if room_guard.live_agents(ours, live_dispatches):
         return "room has an agent"
     return None
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 1)
 
 
 class WorkerServer(AgentServer):
@@ -294,6 +291,11 @@ async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfi
     started = time.perf_counter()
     ctx.proc.userdata["job_started_at"] = time.time()  # wall clock, for probes and diagnostics
     job_log = log.bind(room=clip(ctx.job.room.name), jobId=clip(ctx.job.id))
+
+    async def job_ended(reason: str) -> None:
+        job_log.info("job_ended", reason=clip(reason), durationMs=_ms(started))
+
+    ctx.add_shutdown_callback(job_ended)
     process_mode = ctx.proc.executor_type == JobExecutorType.PROCESS
     if process_mode:
         ctx.add_shutdown_callback(close_service)  # flush this process's write-backs
@@ -374,49 +376,15 @@ async def _start_session(
     plan = load_session_factory(settings.model_factory)(result)
     for closer in plan.closers:
         ctx.add_shutdown_callback(closer)
-    cached = CachedTokens().watch(plan.session)  # the provider's prompt cache, per job
-    timings_logged = False
-    greeting_source: GreetingSource | None = None
-    first_audio_ms: float | None = None
-
-    def log_timings(first_reply_ms: float | None) -> None:
-        # One event per job with all three times; at the first reply, or at shutdown if none came.
-        nonlocal timings_logged
-        if not timings_logged:
-            timings_logged = True
-            log.info(
-                "job_timings",
-                room=ctx.job.room.name,
-                agentId=target.agent_id,
-                promptResolvedMs=timings.get("promptResolvedMs"),
-                sessionStartedMs=timings.get("sessionStartedMs"),
-                firstReplyMs=first_reply_ms,
-                firstAudioMs=first_audio_ms,
-                greetingSource=greeting_source,
-                promptCachedTokens=cached.cached_tokens,
-            )
-
-    def on_item(event: ConversationItemAddedEvent) -> None:
-        role = getattr(event.item, "role", None)
-        if role == "assistant":
-            log_timings(_ms(started))
-        log_turn_metrics(target.agent_id, ctx.job.room.name, role, getattr(event.item, "metrics", None))
-
-    def on_state(event: AgentStateChangedEvent) -> None:
-        nonlocal first_audio_ms
-        if event.new_state == "speaking" and first_audio_ms is None:
-            first_audio_ms = _ms(started)  # the agent's first audio frame went out
-
-    async def on_shutdown() -> None:
-        log_timings(None)
-
-    plan.session.on("conversation_item_added", on_item)
-    plan.session.on("agent_state_changed", on_state)
-    ctx.add_shutdown_callback(on_shutdown)
+    watch = CallWatch(ctx, target.agent_id, started, timings, CachedTokens().watch(plan.session))
+    watch.attach(plan.session)
     await plan.session.start(
         agent=Agent(instructions=result.prompt), room=ctx.room, room_options=plan.room_options, record=False
     )
     timings["sessionStartedMs"] = _ms(started)
+    # The greeting first: its audio goes out once the caller subscribes, while the
+    # attributes below make their round trip to the server.
+    watch.greeting_source = greet(plan, service if settings.greeting_cache else None, result)
     await ctx.room.local_participant.set_attributes(
         {
             "agentId": target.agent_id,
@@ -425,28 +393,7 @@ async def _start_session(
             "promptStale": "true" if result.stale else "false",
         }
     )
-    greeting_source = greet(plan, service if settings.greeting_cache else None, result)
     return result, timings
-
-
-TURN_METRICS = {
-    "transcription_delay": "transcriptionDelayMs",
-    "end_of_turn_delay": "endOfTurnDelayMs",
-    "llm_node_ttft": "llmTtftMs",
-    "tts_node_ttfb": "ttsTtfbMs",
-    "e2e_latency": "e2eLatencyMs",
-}
-
-
-def log_turn_metrics(agent_id: str, room: str, role: object, metrics: object) -> None:
-    """One ``turn_metrics`` event per conversation item that carries livekit's per-turn
-    timings (the caller's turn: transcription and end-of-turn delays; the agent's: LLM
-    first token, TTS first byte, end to end): where a reply's latency goes, no text."""
-    if not isinstance(metrics, dict):
-        return
-    fields = {name: round(float(metrics[key]) * 1000, 1) for key, name in TURN_METRICS.items() if key in metrics}
-    if fields:
-        log.info("turn_metrics", room=clip(room), agentId=agent_id, role=str(role), **fields)
 
 
 def greet(plan: SessionPlan, service: AgentConfigService | None, result: PromptResult) -> GreetingSource | None:

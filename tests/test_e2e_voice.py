@@ -183,6 +183,33 @@ async def test_a_second_call_plays_the_greeting_from_the_cache_and_an_edit_chang
         worker.stop()
 
 
+async def test_a_hang_up_ends_the_job_at_once_not_when_the_server_closes_the_room(
+    livekit: LiveKitServer, convex: LocalConvex, standin: OpenAIStandin
+) -> None:
+    """The caller leaves: the job ends and frees its slot. The room is made to outlive
+    the caller by minutes (``departure_timeout``), so a job that waited for livekit-server
+    to close it would still be running when this test gives up."""
+    worker = start_worker(livekit, convex, **voice_env(standin))
+    room = room_name_for(PRIYA, "hang-up")
+    try:
+        async with server_api(livekit) as lk:
+            await lk.room.create_room(api.CreateRoomRequest(name=room, departure_timeout=300, empty_timeout=300))
+            caller = Caller("caller")
+            await caller.join(livekit.url, caller_token(livekit.api_key, livekit.api_secret, room, "caller"))
+            await dispatch_agent(lk, room, PRIYA, agent_name=AGENT_NAME)
+            await caller.first_agent_audio(HEAR_SECONDS)
+            await caller.hang_up()
+
+            def ended() -> bool:
+                return any(e["room"] == room for e in worker.events("job_ended"))
+
+            await wait_for_log(worker, ended, 60)
+            reason = next(e["reason"] for e in worker.events("job_ended") if e["room"] == room)
+            assert "participant_disconnected" in reason, reason
+    finally:
+        worker.stop()
+
+
 async def test_a_realtime_agent_greets_and_answers(
     livekit: LiveKitServer, convex: LocalConvex, standin: OpenAIStandin
 ) -> None:
