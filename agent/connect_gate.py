@@ -25,36 +25,50 @@ from collections.abc import AsyncIterator, Callable
 
 class ConnectGate:
     def __init__(
-        self, max_hold_seconds: float = 10.0, poll_seconds: float = 0.01, clock: Callable[[], float] = time.monotonic
+        self,
+        max_hold_seconds: float = 10.0,
+        poll_seconds: float = 0.01,
+        clock: Callable[[], float] = time.monotonic,
+        width: int = 1,
     ) -> None:
+        if width < 1:
+            raise ValueError("width must be at least 1")
         self.max_hold_seconds, self.poll_seconds, self._clock = max_hold_seconds, poll_seconds, clock
+        self.width = width
         self._lock = threading.Lock()
-        self._holder: int | None = None
-        self._since = 0.0
+        self._holders: dict[int, float] = {}  # token -> when its turn began
         self._tokens = itertools.count(1)
 
+    def _expire(self, now: float) -> None:
+        for token, since in list(self._holders.items()):
+            if now - since >= self.max_hold_seconds:
+                del self._holders[token]
+
     def try_enter(self) -> int | None:
-        """A token if the turn is free (or its holder overran it), else None."""
+        """A token if one of the ``width`` turns is free (or its holder overran it), else None."""
         with self._lock:
             now = self._clock()
-            if self._holder is not None and now - self._since < self.max_hold_seconds:
+            self._expire(now)
+            if len(self._holders) >= self.width:
                 return None
-            self._holder, self._since = next(self._tokens), now
-            return self._holder
+            token = next(self._tokens)
+            self._holders[token] = now
+            return token
 
     def leave(self, token: int) -> None:
         with self._lock:
-            if self._holder == token:
-                self._holder = None
+            self._holders.pop(token, None)
 
     @property
     def busy(self) -> bool:
+        """Every turn is taken."""
         with self._lock:
-            return self._holder is not None and self._clock() - self._since < self.max_hold_seconds
+            self._expire(self._clock())
+            return len(self._holders) >= self.width
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        """Wait for the turn on the current loop; cancelling the wait holds nothing."""
+        """Wait for a turn on the current loop; cancelling the wait holds nothing."""
         token = self.try_enter()
         while token is None:
             await asyncio.sleep(self.poll_seconds)

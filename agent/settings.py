@@ -40,6 +40,9 @@ class WorkerSettings(BaseSettings):
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     """Another OpenAI-compatible endpoint (the local stand-in in dev). The OpenAI client
     reads it from the environment itself; it is checked here so a typo stops the start."""
+    connect_concurrency: int = Field(default=1, ge=1, le=64, alias="AGENT_CONNECT_CONCURRENCY")
+    """THREAD executor: room connects that may run at once in the worker's process
+    (``agent.connect_gate``)."""
     greeting_cache: bool = Field(default=True, alias="AGENT_GREETING_CACHE")
     """Synthesize each agent version's greeting once and play it from the cache (the
     production model factory only); false: every call speaks it through the live TTS."""

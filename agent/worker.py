@@ -126,6 +126,7 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
     port = http_port if http_port is not None else settings.http_port
     extra: dict[str, Any] = {} if port is None else {"port": port}
     report_status_every(STATUS_INTERVAL_SECONDS)
+    CONNECT_GATE.width = settings.connect_concurrency  # THREAD jobs share this process's gate
     server = WorkerServer(
         job_executor_type=executor,
         ws_url=settings.livekit_url,
