@@ -103,9 +103,6 @@ def image_command(buildah: Buildah) -> list[str]:
     return list(image_config(buildah)["Cmd"])
 
 
-BUILDAH_TRAILER = ("subprocess exited", "Error: exit status")  # buildah run's own lines at the end
-
-
 def start_container_worker(buildah: Buildah, container: str, env: dict[str, str]) -> Worker:
     """The image's CMD in the container; returns once it registered. Its output is read
     as one stream: with stderr on a pipe of its own, ``buildah run`` relayed the
@@ -137,6 +134,8 @@ def the_workers_pid(worker: Worker) -> int:
     deadline = time.monotonic() + 30
     while pid is None and time.monotonic() < deadline and worker.process.poll() is None:
         pid = container_process(worker.process.pid)
+        if pid is None:
+            time.sleep(0.05)  # poll interval: /proc has no event for a new process
     assert pid is not None, "no process found under buildah run"
     return pid
 
