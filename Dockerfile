@@ -21,10 +21,9 @@ RUN python -m venv /opt/venv \
     && python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
         > requirements.txt \
     && /opt/venv/bin/pip install ${PIP_CERT:+--cert "$PIP_CERT"} -c constraints.txt -r requirements.txt
-# Then the wheel (prompts, services, agent: .dockerignore admits nothing else),
-# installed against the same pins.
+# Then the sources of the wheel: .dockerignore admits prompts, services and agent only.
 COPY . ./
-# 1. The wheel, checked against the pins.
+# 1. The wheel, installed against the same pins and checked.
 # 2. Model preload the way livekit-agents documents it (`python -m livekit.agents
 #    download-files`: every installed plugin's files). In 1.8.9 the local VAD and
 #    end-of-turn models are compiled into livekit-local-inference's library, so there

@@ -339,9 +339,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     buildah = Buildah()
     started = time.monotonic()
-    made = ensure_base(buildah, mirror=args.mirror)
-    base_done = time.monotonic()
-    built = build_image(buildah, tag=args.tag)
+    try:
+        made = ensure_base(buildah, mirror=args.mirror)
+        base_done = time.monotonic()
+        built = build_image(buildah, tag=args.tag)
+    except (ImageError, subprocess.TimeoutExpired) as exc:
+        print(f"image: {exc}", file=sys.stderr)
+        return 1
     done = time.monotonic()
     print(f"base {BASE_TAG}: {'made' if made else 'cached'} in {base_done - started:.0f} s")
     state = "built" if built else "up to date"
