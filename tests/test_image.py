@@ -226,6 +226,10 @@ async def test_sigterm_during_a_call_lets_the_call_finish_then_exits_0(
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))  # the caller hangs up
         exit_code = await asyncio.to_thread(worker.process.wait, 120)
         assert exit_code == 0, worker.tail()
+        # The call ended (the hang-up) while the worker drained, and the drain then ended.
+        drained_at = next(i for i, line in enumerate(worker.lines) if "draining worker" in line)
+        ended = [i for i, e in enumerate(worker.lines) if '"event": "job_ended"' in e and call.room in e]
+        assert ended and ended[0] > drained_at, worker.tail()
         assert not [line for line in worker.lines if "drain timed out" in line or "exiting forcefully" in line]
     finally:
         worker.stop()
