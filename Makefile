@@ -8,7 +8,7 @@ TOOLS := .tools
 LIVEKIT_SERVER := $(TOOLS)/bin/server
 LIVEKIT_VERSIONS := v1.13.5 v1.13.4 v1.12.0 v1.9.11
 
-.PHONY: worker talk test setup python-deps node-deps web system-deps livekit-server lint typecheck pytest vitest local-convex vectors
+.PHONY: worker talk test setup python-deps node-deps web system-deps livekit-server lint typecheck pytest vitest local-convex vectors image
 
 worker: setup livekit-server
 	$(PY) -m devtools.devstack
@@ -79,3 +79,8 @@ local-convex: setup
 
 vectors: python-deps
 	$(PY) -m prompts.make_vectors
+
+# The worker's container image (Dockerfile), built with buildah on a base made by
+# debootstrap, cached under .tools/image (docs/container.md).
+image: python-deps system-deps
+	$(PY) -m devtools.image build
