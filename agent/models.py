@@ -96,6 +96,21 @@ def openai_client() -> openai_sdk.AsyncOpenAI:
     return openai_sdk.AsyncOpenAI(max_retries=0, http_client=http)
 
 
+ROOM_OPTIONS = room_io.RoomOptions(text_output=room_io.TextOutputOptions(sync_transcription=False))
+"""The agent's transcript goes out as soon as it is known, not word by word with its
+audio. livekit's synchronizer estimates the speaking rate with an STFT on the job's event
+loop: its loop monitor caught it blocking a job loop for up to 516 ms with 8 calls on a
+2-CPU host, and every call on that loop waits meanwhile (``docs/voice.md``)."""
+
+
+CLOSE_TRANSCRIPT_TIMEOUT_SECONDS = 0.5
+"""How long a closing session waits for the STT's last transcript (livekit's default: 2 s).
+A session closes when the caller hangs up, and until it has closed the job holds its slot:
+the worker turned callers away for those 2 s of every call (``docs/voice.md``). Nothing
+reads a transcript that arrives after the caller left; half a second keeps one already on
+its way."""
+
+
 def local_turn_handling(*, realtime: bool) -> TurnHandlingOptions:
     """Turn handling that runs on this host in ``dev`` and ``start`` alike.
 
@@ -128,7 +143,11 @@ def openai_session(result: PromptResult, *, client: openai_sdk.AsyncOpenAI | Non
     if voice.pipeline == "realtime":
         realtime = openai.realtime.RealtimeModel(model=voice.llm_model, voice=voice.voice)
         session: AgentSession[None] = AgentSession(
-            llm=realtime, tts=tts, vad=vad, turn_handling=local_turn_handling(realtime=True)
+            llm=realtime,
+            tts=tts,
+            vad=vad,
+            turn_handling=local_turn_handling(realtime=True),
+            session_close_transcript_timeout=CLOSE_TRANSCRIPT_TIMEOUT_SECONDS,
         )
     else:
         key = prompt_cache_key(result.agent.agent_id, result.updated_at)
@@ -145,9 +164,10 @@ def openai_session(result: PromptResult, *, client: openai_sdk.AsyncOpenAI | Non
             tts=tts,
             vad=vad,
             turn_handling=local_turn_handling(realtime=False),
+            session_close_transcript_timeout=CLOSE_TRANSCRIPT_TIMEOUT_SECONDS,
         )
     closers: list[Callable[[], Coroutine[Any, Any, None]]] = [http_client.close] if own_client else []
-    return SessionPlan(session, voice=voice, closers=closers)
+    return SessionPlan(session, room_options=ROOM_OPTIONS, voice=voice, closers=closers)
 
 
 def load_session_factory(spec: str) -> SessionFactory:

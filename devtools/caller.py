@@ -16,8 +16,11 @@ sent at real-time pace.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -250,3 +253,66 @@ def caller_token(livekit_key: str, livekit_secret: str, room: str, identity: str
         .with_grants(api.VideoGrants(room_join=True, room=room))
         .to_jwt()
     )
+
+
+async def scripted_call(url: str, token: str, question: str | None, within: float) -> None:
+    """One call as a script, each step a line on stdout with ``time.monotonic()`` (the
+    same clock in every process of the host): ``joined``, then ``greeting`` (heard),
+    ``said`` (the end of the caller's utterance) and ``reply`` (heard), ``gaps`` (count and
+    longest, seconds) and ``done``; ``error <why>`` instead of a step that did not come.
+    Whoever drives it starts the dispatch once it reads ``joined``."""
+    caller = Caller("caller")
+    try:
+        await caller.join(url, token)
+        print(f"joined {time.monotonic():.6f}", flush=True)
+        print(f"greeting {await caller.first_agent_audio(within):.6f}", flush=True)
+        if question:
+            await caller.agent_quiet(within)
+            ended = await caller.say(question)
+            print(f"said {ended:.6f}", flush=True)
+            print(f"reply {await caller.agent_audio_after(ended, within):.6f}", flush=True)
+        print(f"gaps {len(caller.audio.gaps)} {max(caller.audio.gaps, default=0.0):.6f}", flush=True)
+    except (CallerError, rtc.ConnectError) as exc:
+        print(f"error {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+    finally:
+        await caller.hang_up()
+        print("done", flush=True)
+
+
+async def serve(within: float) -> None:
+    """Calls one after another, each asked for by a JSON line on stdin
+    (``{"url", "token", "question"}``): a caller process kept for many calls pays its start
+    (importing livekit: about a second of CPU) once, not on every call of a load test."""
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        try:
+            order = json.loads(line)
+            url, token, question = str(order["url"]), str(order["token"]), order.get("question")
+        except (ValueError, KeyError, TypeError) as exc:
+            print(f"error bad order: {type(exc).__name__}", flush=True)
+            print("done", flush=True)
+            continue
+        await scripted_call(url, token, str(question) if question else None, within)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m devtools.caller --url URL --token TOKEN [--question TEXT]``: one call in a
+    process of its own; ``--serve``: calls ordered one JSON line at a time on stdin."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--url")
+    parser.add_argument("--token")
+    parser.add_argument("--question", help="speak this once the greeting has played, and wait for the reply")
+    parser.add_argument("--serve", action="store_true", help="take calls as JSON lines on stdin")
+    parser.add_argument("--within", type=float, default=60.0, help="seconds to wait for each step")
+    args = parser.parse_args(argv)
+    if args.serve:
+        asyncio.run(serve(args.within))
+    elif args.url and args.token:
+        asyncio.run(scripted_call(args.url, args.token, args.question, args.within))
+    else:
+        parser.error("--url and --token, or --serve")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -163,3 +163,22 @@ def test_livekit_mode_dispatches_the_worker_strategies_through_a_real_server(tmp
     assert strategies["tiered"]["livekit_dispatch_p99_ms"] is not None
     assert strategies["seed"]["livekit_dispatch_p50_ms"] is None  # not a worker strategy
     assert "first dispatch -> agent ready" in result.stdout
+
+
+def test_audio_mode_reports_what_each_row_s_callers_heard(tmp_path: Path) -> None:
+    """``--audio``: talking calls through a real livekit-server and the OpenAI stand-in,
+    one row per way of greeting; every call heard its greeting and its answer."""
+    out = tmp_path / "out.json"
+    result = run_loadtest("--mode", "livekit", "--audio", "--agents", "1", "--joins", "2",
+                          "--audio-concurrency", "1", "--executors", "thread", "--latency-ms", "5",
+                          "--stt-delay-ms", "0", "--llm-ttft-ms", "0", "--tts-ttfb-ms", "0",
+                          "--json", str(out))  # fmt: skip
+    rows = {row["row"]: row for row in json.loads(out.read_text())["audio"]}
+    assert set(rows) == {"cache", "tts", "seed"}
+    for name, row in rows.items():
+        assert (row["calls"], row["lost_calls"]) == (2, 0), (name, row)
+        for field in ("first_audio_ms_p50", "first_audio_ms_p95", "turn_ms_p50", "turn_ms_p95", "turn_ms_p99"):
+            assert row[field] > 0, (name, field, row)
+    assert rows["cache"]["greeting_sources"].get("cache") == 2  # the measured calls, after the warm-up
+    assert rows["tts"]["greeting_sources"] == {"tts": 2}
+    assert "first audio p50" in result.stdout

@@ -92,6 +92,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
     parser.add_argument("--audio-concurrency", default="1,8", help="--audio: concurrent calls, comma-separated")
     parser.add_argument("--executors", default="thread,process", help="--audio: the worker's executors")
     parser.add_argument("--audio-rows", default=",".join(AUDIO_ROWS), help="--audio: rows to run (cache,tts,seed)")
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--audio: a setting for this worker's rows (repeatable), e.g. AGENT_CONNECT_CONCURRENCY=8",
+    )
     parser.add_argument("--stt-delay-ms", type=float, help="--audio: the stand-in's STT delay (default: its own)")
     parser.add_argument("--llm-ttft-ms", type=float, help="--audio: the stand-in's LLM time to first token")
     parser.add_argument("--tts-ttfb-ms", type=float, help="--audio: the stand-in's TTS time to first byte")
@@ -316,6 +323,7 @@ async def run_audio_mode(workload: Workload, args: argparse.Namespace) -> list[d
             executors=_csv(args.executors),
             rows=_csv(args.audio_rows),
             log_dir=log_dir,
+            settings=dict(item.split("=", 1) for item in args.worker_env),
         )
 
 
@@ -324,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.audio:
         if args.mode != "livekit":
             print("--audio applies to --mode livekit only", file=sys.stderr)
+            return 2
+        if any("=" not in item for item in args.worker_env):
+            print("--worker-env takes KEY=VALUE", file=sys.stderr)
             return 2
         unknown = set(_csv(args.audio_rows)) - set(AUDIO_ROWS)
         if unknown or set(_csv(args.executors)) - {"thread", "process"}:
