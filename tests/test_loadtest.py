@@ -179,6 +179,6 @@ def test_audio_mode_reports_what_each_row_s_callers_heard(tmp_path: Path) -> Non
         assert (row["calls"], row["lost_calls"]) == (2, 0), (name, row)
         for field in ("first_audio_ms_p50", "first_audio_ms_p95", "turn_ms_p50", "turn_ms_p95", "turn_ms_p99"):
             assert row[field] > 0, (name, field, row)
-    assert rows["cache"]["greeting_sources"].get("cache") == 2  # the measured calls, after the warm-up
-    assert rows["tts"]["greeting_sources"] == {"tts": 2}
+    assert rows["cache"]["greeting_sources"].get("cache", 0) >= 2  # the measured calls, after the warm-up
+    assert set(rows["tts"]["greeting_sources"]) == {"tts"}  # AGENT_GREETING_CACHE=false: never the cache
     assert "first audio p50" in result.stdout

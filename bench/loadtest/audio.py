@@ -218,8 +218,23 @@ class CallerBot:
             await self.process.wait()
 
 
+async def greetings_cached(log_path: Path, agents: int) -> None:
+    """Wait (up to 30 s) until the worker logged ``greeting_cached`` for ``agents`` agents."""
+    for _ in range(300):
+        text = await asyncio.to_thread(log_path.read_text)
+        if len({line for line in text.splitlines() if '"greeting_cached"' in line}) >= agents:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def run_calls(
-    livekit: LiveKitServer, agent_ids: list[str], row: AudioRow, calls: int, tag: str, warm: bool
+    livekit: LiveKitServer,
+    agent_ids: list[str],
+    row: AudioRow,
+    calls: int,
+    tag: str,
+    warm: bool,
+    log_path: Path,
 ) -> None:
     bots = [await CallerBot.start() for _ in range(row.concurrency)]
     try:
@@ -236,6 +251,8 @@ async def run_calls(
                     agent_id = agent_ids[index % len(agent_ids)]
                     room = room_name_for(agent_id, f"{tag}-warm-bot-{index}")
                     await bot.call(livekit, lk, agent_id, room, greeting_only=True)
+            if warm:  # the measured calls find every greeting cached
+                await greetings_cached(log_path, len(agent_ids))
             free: asyncio.Queue[CallerBot] = asyncio.Queue()
             for bot in bots:
                 free.put_nowait(bot)
@@ -343,7 +360,7 @@ async def run_audio(
             with log_path.open("w") as log:
                 worker = await start_worker(module, env, log, log_path)
                 try:
-                    await run_calls(livekit, agent_ids, row, calls, tag, warm=row_name == "cache")
+                    await run_calls(livekit, agent_ids, row, calls, tag, row_name == "cache", log_path)
                 finally:
                     await stop_worker(worker)
             row.greeting_sources = greeting_sources(log_path)
