@@ -1,0 +1,261 @@
+"""A real LiveKit cluster: two livekit-server nodes sharing one redis-server behind HAProxy,
+and two worker hosts (each by its real command, both with the load balancer's URL, the
+first registered on node1 and the second on node2). Calls go through the load balancer;
+node1 is SIGKILLed in the middle of a burst and later comes back.
+
+The tests share one cluster and run in order: the kill test leaves node1 dead and the
+last test brings it back (and kills it first if the kill test did not get that far)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from livekit import api
+
+from agent.dispatch import READY_ATTRIBUTE, DispatchResult, dispatch_agent
+from agent.targeting import room_name_for
+from devtools.fake_models import prompt_tag
+from devtools.processes import LiveKitCluster, LocalConvex, ServiceStartError, start_cluster
+from services.file_store import local_backend_id
+from tests.conftest import demo_agents, unavailable
+from tests.e2e_support import AGENT_NAME, Worker, job_of, our_agents, poll_until, server_api, start_worker
+
+pytestmark = pytest.mark.e2e
+PRIYA = local_backend_id(0)
+TIMEOUT, ATTEMPTS = 5.0, 4
+"""The dispatcher's budget for every call here: 4 attempts of 5 s."""
+
+
+@dataclass
+class Fleet:
+    cluster: LiveKitCluster
+    orphan: Worker
+    """First registered on node1, the node the kill test kills."""
+    other: Worker
+
+    @property
+    def workers(self) -> tuple[Worker, Worker]:
+        return self.orphan, self.other
+
+
+@pytest.fixture(scope="module")
+def fleet(convex_server: LocalConvex) -> Iterator[Fleet]:
+    try:
+        cluster = start_cluster(nodes=2)
+    except ServiceStartError as exc:
+        unavailable(str(exc))
+        raise
+    convex_server.reset(data=True)
+    workers: list[Worker] = []
+    try:
+        for index in range(2):
+            with cluster.only_through(index):  # its first registration goes to this node
+                workers.append(
+                    start_worker(
+                        cluster.endpoint,
+                        convex_server,
+                        AGENT_EXECUTOR="thread",
+                        PROMPT_CACHE_REDIS_URL=cluster.redis.url,
+                    )
+                )
+        yield Fleet(cluster, workers[0], workers[1])
+    finally:
+        for worker in workers:
+            worker.stop()
+        cluster.stop()
+
+
+def worker_id(worker: Worker, registration: int = 0) -> str:
+    return str(worker.events("registered worker")[registration]["id"])
+
+
+def registered_on(fleet: Fleet, worker: Worker, registration: int = 0) -> list[str]:
+    """The nodes whose log says this registration of ``worker`` was made there."""
+    wanted = worker_id(worker, registration)
+    return [
+        node.name
+        for node in fleet.cluster.nodes
+        if node.managed is not None
+        and any("worker registered" in line and wanted in line for line in node.managed.output)
+    ]
+
+
+def served_by(worker: Worker, result: DispatchResult) -> bool:
+    return job_of(result) in {e["job_id"] for e in worker.events("received job request")}
+
+
+async def call(lk: api.LiveKitAPI, name: str) -> DispatchResult:
+    return await dispatch_agent(
+        lk, room_name_for(PRIYA, name), PRIYA, agent_name=AGENT_NAME, timeout=TIMEOUT, attempts=ATTEMPTS
+    )
+
+
+async def hang_up(lk: api.LiveKitAPI, results: list[DispatchResult]) -> None:
+    for result in results:
+        with contextlib.suppress(api.TwirpError):  # a room on a dead node cannot be deleted yet
+            await lk.room.delete_room(api.DeleteRoomRequest(room=result.room))
+
+
+async def test_calls_through_the_load_balancer_reach_an_agent_whichever_node_hosts_the_room(fleet: Fleet) -> None:
+    assert registered_on(fleet, fleet.orphan) == ["node1"], (fleet.orphan.tail(5), fleet.cluster.haproxy.statuses())
+    assert registered_on(fleet, fleet.other) == ["node2"], (fleet.other.tail(5), fleet.cluster.haproxy.statuses())
+    node_ids = {node.node_id for node in fleet.cluster.nodes}
+    results: list[DispatchResult] = []
+    async with server_api(fleet.cluster.endpoint) as lk:
+        # livekit-server places each room itself: call until both nodes host one (bounded).
+        for n in range(24):
+            results.append(await call(lk, f"lb-{n}"))
+            hosts = {fleet.cluster.room_nodes().get(r.room) for r in results}
+            if hosts >= node_ids and all(any(served_by(w, r) for r in results) for w in fleet.workers):
+                break
+        await hang_up(lk, results)
+    assert hosts >= node_ids, f"rooms only on {hosts} after {len(results)} calls"
+    for worker in fleet.workers:
+        assert any(served_by(worker, r) for r in results), worker.tail()
+
+
+async def test_two_dispatches_into_one_room_through_two_nodes_give_one_agent(fleet: Fleet) -> None:
+    room = room_name_for(PRIYA, "two-nodes-one-room")
+    async with (
+        server_api(fleet.cluster.node_endpoint(0)) as via_node1,
+        server_api(fleet.cluster.node_endpoint(1)) as via_node2,
+    ):
+        first, second = await asyncio.gather(
+            *(
+                dispatch_agent(lk, room, PRIYA, agent_name=AGENT_NAME, timeout=TIMEOUT, attempts=ATTEMPTS)
+                for lk in (via_node1, via_node2)
+            )
+        )
+        # The agent that yields (the worker's room guard) leaves on its own: wait for it.
+        settled = await poll_until(lambda: _agents_are(via_node1, room, 1), 20)
+        agents = await our_agents(via_node1, room)
+        dispatches = [d.id for d in await via_node2.agent_dispatch.list_dispatch(room) if d.agent_name == AGENT_NAME]
+        await via_node1.room.delete_room(api.DeleteRoomRequest(room=room))
+    assert settled, [(a.identity, dict(a.attributes)) for a in agents]
+    assert len(dispatches) == 2, dispatches  # two dispatches, each made through its own node
+    assert first.agent_identity == second.agent_identity == agents[0].identity
+
+
+async def _agents_are(lk: api.LiveKitAPI, room: str, count: int) -> bool:
+    return len(await our_agents(lk, room)) == count
+
+
+async def test_killing_a_node_mid_burst_keeps_the_survivors_calls_and_loses_no_later_call(fleet: Fleet) -> None:
+    cluster = fleet.cluster
+    dead, survivor = cluster.nodes
+    killed = asyncio.Event()
+    finished = 0
+
+    async def one(lk: api.LiveKitAPI, n: int, slots: asyncio.Semaphore) -> tuple[DispatchResult, bool]:
+        nonlocal finished
+        if n >= 12:  # the burst's last calls start only after the kill, so there always are some
+            await killed.wait()
+        async with slots:
+            after_kill = killed.is_set()
+            result = await call(lk, f"burst-{n}")
+            finished += 1
+        if not after_kill:  # in progress at the kill: checked after it, then hung up
+            await killed.wait()
+        await hang_up(lk, [result])
+        return result, after_kill
+
+    async def kill_mid_burst() -> None:
+        async def six_finished() -> bool:
+            return finished >= 6
+
+        assert await poll_until(six_finished, 60), "the burst never got going"
+        dead.kill()
+        killed.set()
+
+    async with server_api(cluster.endpoint) as lk:
+        held = await calls_on_every_node(lk, cluster)  # in progress at the kill
+        placed = cluster.room_nodes()
+        on_survivor = [r for r in held if placed.get(r.room) == survivor.node_id]
+        before = {r.room: await _agent_sids(lk, r.room) for r in on_survivor}
+        slots = asyncio.Semaphore(4)
+        killer = asyncio.create_task(kill_mid_burst())
+        outcomes = await asyncio.gather(*(one(lk, n, slots) for n in range(18)), return_exceptions=True)
+        await killer
+        failed = [(n, repr(o)) for n, o in enumerate(outcomes) if isinstance(o, BaseException)]
+        assert not failed, failed
+        burst = [o for o in outcomes if not isinstance(o, BaseException)]
+
+        # The orphaned worker reconnects through the load balancer, to the survivor.
+        assert await asyncio.to_thread(
+            fleet.orphan.wait_for, lambda: len(fleet.orphan.events("registered worker")) >= 2, 60
+        ), fleet.orphan.tail()
+        assert registered_on(fleet, fleet.orphan, 1) == ["node2"], fleet.orphan.tail(10)
+        cluster.haproxy.wait_status(dead.name, "DOWN")
+
+        # ... and takes calls again.
+        taken_again = []
+        for n in range(16):
+            taken_again.append(await call(lk, f"after-reconnect-{n}"))
+            if served_by(fleet.orphan, taken_again[-1]):
+                break
+        after = {r.room: await _agent_sids(lk, r.room) for r in on_survivor}
+        await hang_up(lk, taken_again + held)
+
+    later = [r for r, after_kill in burst if after_kill]
+    assert later, "no call started after the kill"
+    assert on_survivor, f"no call in progress lived on {survivor.name}: {placed}"
+    assert after == before, "a call on the surviving node lost or changed its agent"
+    assert served_by(fleet.orphan, taken_again[-1]), fleet.orphan.tail()
+    assert_every_job_ran_the_current_prompt(fleet)
+
+
+async def calls_on_every_node(lk: api.LiveKitAPI, cluster: LiveKitCluster) -> list[DispatchResult]:
+    """At least 4 calls (left in progress), made until every node hosts one (at most 12)."""
+    calls: list[DispatchResult] = []
+    while len(calls) < 12:
+        calls.append(await call(lk, f"held-{len(calls)}"))
+        hosts = {cluster.room_nodes().get(r.room) for r in calls}
+        if len(calls) >= 4 and hosts >= {node.node_id for node in cluster.nodes}:
+            break
+    return calls
+
+
+def assert_every_job_ran_the_current_prompt(fleet: Fleet) -> None:
+    """Priya's prompt was never edited here: every job must run it, and none stale."""
+    expected = prompt_tag(demo_agents()[0]["fullPrompt"])
+    for worker in fleet.workers:
+        started = worker.events("job_started")
+        assert started, worker.tail()
+        assert {e["promptHash"] for e in started} == {expected}, started
+        assert not [e for e in started if e["promptStale"]], started
+
+
+async def _agent_sids(lk: api.LiveKitAPI, room: str) -> list[tuple[str, str, bool]]:
+    """Each ready agent's identity, participant sid (a rejoin gets a new one), readiness."""
+    return sorted((a.identity, a.sid, bool(a.attributes.get(READY_ATTRIBUTE))) for a in await our_agents(lk, room))
+
+
+async def test_a_node_that_comes_back_takes_rooms_again_and_nothing_is_dispatched_twice(fleet: Fleet) -> None:
+    cluster = fleet.cluster
+    node = cluster.nodes[0]
+    if node.running:  # the kill test did not get that far
+        node.kill()
+    cluster.haproxy.wait_status(node.name, "DOWN")
+    cluster.restart_node(0)
+    results: list[DispatchResult] = []
+    async with server_api(cluster.endpoint) as lk:
+        for n in range(24):
+            results.append(await call(lk, f"back-{n}"))
+            if cluster.room_nodes().get(results[-1].room) == node.node_id:
+                break
+        agents = {r.room: await our_agents(lk, r.room) for r in results}
+        await hang_up(lk, results)
+    hosts = {cluster.room_nodes().get(r.room) for r in results}
+    assert node.node_id in hosts, f"{node.name} ({node.node_id}) hosted none of {len(results)} rooms: {hosts}"
+    assert {room: len(a) for room, a in agents.items() if len(a) != 1} == {}
+    rooms = {r.room for r in results}
+    jobs_per_room = {room: 0 for room in rooms}
+    for worker in fleet.workers:
+        for event in worker.events("job_started"):
+            if event["room"] in rooms:
+                jobs_per_room[event["room"]] += 1
+    assert {room: count for room, count in jobs_per_room.items() if count != 1} == {}, jobs_per_room
