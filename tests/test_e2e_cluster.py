@@ -36,6 +36,9 @@ class Fleet:
     orphan: Worker
     """First registered on node1, the node the kill test kills."""
     other: Worker
+    first_registered_on: list[list[str]]
+    """For each worker, the nodes whose log showed its first registration (read at once:
+    a node's kept output is its last 200 lines)."""
 
     @property
     def workers(self) -> tuple[Worker, Worker]:
@@ -62,23 +65,23 @@ def fleet(convex_server: LocalConvex) -> Iterator[Fleet]:
                         PROMPT_CACHE_REDIS_URL=cluster.redis.url,
                     )
                 )
-        yield Fleet(cluster, workers[0], workers[1])
+        yield Fleet(cluster, workers[0], workers[1], [registered_on(cluster, worker) for worker in workers])
     finally:
         for worker in workers:
             worker.stop()
         cluster.stop()
 
 
-def worker_id(worker: Worker, registration: int = 0) -> str:
-    return str(worker.events("registered worker")[registration]["id"])
+def worker_id(worker: Worker) -> str:
+    return str(worker.events("registered worker")[0]["id"])
 
 
-def registered_on(fleet: Fleet, worker: Worker, registration: int = 0) -> list[str]:
-    """The nodes whose log says this registration of ``worker`` was made there."""
-    wanted = worker_id(worker, registration)
+def registered_on(cluster: LiveKitCluster, worker: Worker) -> list[str]:
+    """The nodes whose log says ``worker`` (its first registration) registered there."""
+    wanted = worker_id(worker)
     return [
         node.name
-        for node in fleet.cluster.nodes
+        for node in cluster.nodes
         if node.managed is not None
         and any("worker registered" in line and wanted in line for line in node.managed.output)
     ]
@@ -101,8 +104,7 @@ async def hang_up(lk: api.LiveKitAPI, results: list[DispatchResult]) -> None:
 
 
 async def test_calls_through_the_load_balancer_reach_an_agent_whichever_node_hosts_the_room(fleet: Fleet) -> None:
-    assert registered_on(fleet, fleet.orphan) == ["node1"], (fleet.orphan.tail(5), fleet.cluster.haproxy.statuses())
-    assert registered_on(fleet, fleet.other) == ["node2"], (fleet.other.tail(5), fleet.cluster.haproxy.statuses())
+    assert fleet.first_registered_on == [["node1"], ["node2"]], (fleet.orphan.tail(5), fleet.other.tail(5))
     node_ids = {node.node_id for node in fleet.cluster.nodes}
     results: list[DispatchResult] = []
     async with server_api(fleet.cluster.endpoint) as lk:
@@ -163,13 +165,17 @@ async def test_killing_a_node_mid_burst_keeps_the_survivors_calls_and_loses_no_l
         await hang_up(lk, [result])
         return result, after_kill
 
-    async def kill_mid_burst() -> None:
+    async def kill_mid_burst(lk: api.LiveKitAPI, redial: str) -> DispatchResult:
+        """Kill, then call at once into a room the dead node hosted: the survivor answers
+        "unavailable" until it notices the death (~5 s), which the dispatcher rides out."""
+
         async def six_finished() -> bool:
             return finished >= 6
 
         assert await poll_until(six_finished, 60), "the burst never got going"
         dead.kill()
         killed.set()
+        return await dispatch_agent(lk, redial, PRIYA, agent_name=AGENT_NAME, timeout=TIMEOUT, attempts=ATTEMPTS)
 
     async with server_api(cluster.endpoint) as lk:
         held = await calls_on_every_node(lk, cluster)  # in progress at the kill
@@ -177,35 +183,45 @@ async def test_killing_a_node_mid_burst_keeps_the_survivors_calls_and_loses_no_l
         on_survivor = [r for r in held if placed.get(r.room) == survivor.node_id]
         before = {r.room: await _agent_sids(lk, r.room) for r in on_survivor}
         slots = asyncio.Semaphore(4)
-        killer = asyncio.create_task(kill_mid_burst())
+        on_dead = [r for r in held if placed.get(r.room) == dead.node_id]
+        killer = asyncio.create_task(kill_mid_burst(lk, on_dead[0].room))
         outcomes = await asyncio.gather(*(one(lk, n, slots) for n in range(18)), return_exceptions=True)
-        await killer
+        redialled = await killer  # raises if that call got no agent
         failed = [(n, repr(o)) for n, o in enumerate(outcomes) if isinstance(o, BaseException)]
         assert not failed, failed
+        redialled_on = cluster.room_nodes().get(redialled.room)
         burst = [o for o in outcomes if not isinstance(o, BaseException)]
 
         # The orphaned worker reconnects through the load balancer, to the survivor.
         assert await asyncio.to_thread(
             fleet.orphan.wait_for, lambda: len(fleet.orphan.events("registered worker")) >= 2, 60
         ), fleet.orphan.tail()
-        assert registered_on(fleet, fleet.orphan, 1) == ["node2"], fleet.orphan.tail(10)
+        assert fleet.orphan.events("registered worker")[1]["url"] == cluster.url, fleet.orphan.tail(10)
         cluster.haproxy.wait_status(dead.name, "DOWN")
 
         # ... and takes calls again.
-        taken_again = []
-        for n in range(16):
-            taken_again.append(await call(lk, f"after-reconnect-{n}"))
-            if served_by(fleet.orphan, taken_again[-1]):
-                break
+        taken_again = await calls_until_served_by(lk, fleet.orphan)
         after = {r.room: await _agent_sids(lk, r.room) for r in on_survivor}
-        await hang_up(lk, taken_again + held)
+        await hang_up(lk, held)
 
     later = [r for r, after_kill in burst if after_kill]
     assert later, "no call started after the kill"
     assert on_survivor, f"no call in progress lived on {survivor.name}: {placed}"
+    assert redialled_on == survivor.node_id, (redialled, redialled_on)  # the room moved to the survivor
     assert after == before, "a call on the surviving node lost or changed its agent"
     assert served_by(fleet.orphan, taken_again[-1]), fleet.orphan.tail()
     assert_every_job_ran_the_current_prompt(fleet)
+
+
+async def calls_until_served_by(lk: api.LiveKitAPI, worker: Worker) -> list[DispatchResult]:
+    """Calls (hung up at once) until ``worker`` serves one; at most 16."""
+    calls: list[DispatchResult] = []
+    for n in range(16):
+        calls.append(await call(lk, f"after-reconnect-{n}"))
+        await hang_up(lk, calls[-1:])
+        if served_by(worker, calls[-1]):
+            break
+    return calls
 
 
 async def calls_on_every_node(lk: api.LiveKitAPI, cluster: LiveKitCluster) -> list[DispatchResult]:
@@ -242,14 +258,15 @@ async def test_a_node_that_comes_back_takes_rooms_again_and_nothing_is_dispatche
     cluster.haproxy.wait_status(node.name, "DOWN")
     cluster.restart_node(0)
     results: list[DispatchResult] = []
+    hosts: set[str | None] = set()
     async with server_api(cluster.endpoint) as lk:
         for n in range(24):
             results.append(await call(lk, f"back-{n}"))
-            if cluster.room_nodes().get(results[-1].room) == node.node_id:
+            hosts.add(cluster.room_nodes().get(results[-1].room))
+            if node.node_id in hosts:
                 break
         agents = {r.room: await our_agents(lk, r.room) for r in results}
         await hang_up(lk, results)
-    hosts = {cluster.room_nodes().get(r.room) for r in results}
     assert node.node_id in hosts, f"{node.name} ({node.node_id}) hosted none of {len(results)} rooms: {hosts}"
     assert {room: len(a) for room, a in agents.items() if len(a) != 1} == {}
     rooms = {r.room for r in results}
