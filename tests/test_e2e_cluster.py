@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -76,15 +77,21 @@ def worker_id(worker: Worker) -> str:
     return str(worker.events("registered worker")[0]["id"])
 
 
-def registered_on(cluster: LiveKitCluster, worker: Worker) -> list[str]:
-    """The nodes whose log says ``worker`` (its first registration) registered there."""
+def registered_on(cluster: LiveKitCluster, worker: Worker, seconds: float = 10) -> list[str]:
+    """The nodes whose log says ``worker`` (its first registration) registered there;
+    asked until one does (a node may log it just after answering the worker)."""
     wanted = worker_id(worker)
-    return [
-        node.name
-        for node in cluster.nodes
-        if node.managed is not None
-        and any("worker registered" in line and wanted in line for line in node.managed.output)
-    ]
+    deadline = time.monotonic() + seconds
+    while True:
+        found = [
+            node.name
+            for node in cluster.nodes
+            if node.managed is not None
+            and any("worker registered" in line and wanted in line for line in node.managed.output)
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)  # the node's output has no event to wait on
 
 
 def served_by(worker: Worker, result: DispatchResult) -> bool:
@@ -97,6 +104,14 @@ async def call(lk: api.LiveKitAPI, name: str) -> DispatchResult:
     )
 
 
+async def call_on(lk: api.LiveKitAPI, cluster: LiveKitCluster, index: int, name: str) -> DispatchResult:
+    """A call whose room lives on node ``index``: created first with CreateRoom's
+    ``node_id`` (livekit-server otherwise picks a node itself, at random)."""
+    room = room_name_for(PRIYA, name)
+    await lk.room.create_room(api.CreateRoomRequest(name=room, node_id=cluster.nodes[index].node_id))
+    return await call(lk, name)
+
+
 async def hang_up(lk: api.LiveKitAPI, results: list[DispatchResult]) -> None:
     for result in results:
         with contextlib.suppress(api.TwirpError):  # a room on a dead node cannot be deleted yet
@@ -105,19 +120,30 @@ async def hang_up(lk: api.LiveKitAPI, results: list[DispatchResult]) -> None:
 
 async def test_calls_through_the_load_balancer_reach_an_agent_whichever_node_hosts_the_room(fleet: Fleet) -> None:
     assert fleet.first_registered_on == [["node1"], ["node2"]], (fleet.orphan.tail(5), fleet.other.tail(5))
-    node_ids = {node.node_id for node in fleet.cluster.nodes}
+    cluster = fleet.cluster
+    hosted: dict[str, str | None] = {}  # room -> the node hosting it while its agent was ready
     results: list[DispatchResult] = []
-    async with server_api(fleet.cluster.endpoint) as lk:
-        # livekit-server places each room itself: call until both nodes host one (bounded).
-        for n in range(24):
-            results.append(await call(lk, f"lb-{n}"))
-            hosts = {fleet.cluster.room_nodes().get(r.room) for r in results}
-            if hosts >= node_ids and all(any(served_by(w, r) for r in results) for w in fleet.workers):
+
+    def served_across() -> set[int]:
+        """The workers (by index; worker i registered on node i) that served a room hosted
+        on another node than their own."""
+        return {
+            i
+            for i, worker in enumerate(fleet.workers)
+            for r in results
+            if served_by(worker, r) and hosted[r.room] != cluster.nodes[i].node_id
+        }
+
+    async with server_api(cluster.endpoint) as lk:
+        for n in range(16):  # rooms on both nodes, until each worker served one on the other node
+            results.append(await call_on(lk, cluster, n % 2, f"lb-{n}"))
+            hosted[results[-1].room] = cluster.room_nodes().get(results[-1].room)
+            await hang_up(lk, results[-1:])
+            if n >= 1 and served_across() == {0, 1}:
                 break
-        await hang_up(lk, results)
-    assert hosts >= node_ids, f"rooms only on {hosts} after {len(results)} calls"
-    for worker in fleet.workers:
-        assert any(served_by(worker, r) for r in results), worker.tail()
+    wanted = {r.room: cluster.nodes[n % 2].node_id for n, r in enumerate(results)}
+    assert hosted == wanted, hosted  # every call got its agent in a room on the node it was made for
+    assert served_across() == {0, 1}, [(r.room, hosted[r.room], r.agent_identity) for r in results]
 
 
 async def test_two_dispatches_into_one_room_through_two_nodes_give_one_agent(fleet: Fleet) -> None:
@@ -160,8 +186,6 @@ async def test_killing_a_node_mid_burst_keeps_the_survivors_calls_and_loses_no_l
             after_kill = killed.is_set()
             result = await call(lk, f"burst-{n}")
             finished += 1
-        if not after_kill:  # in progress at the kill: checked after it, then hung up
-            await killed.wait()
         await hang_up(lk, [result])
         return result, after_kill
 
@@ -225,14 +249,8 @@ async def calls_until_served_by(lk: api.LiveKitAPI, worker: Worker) -> list[Disp
 
 
 async def calls_on_every_node(lk: api.LiveKitAPI, cluster: LiveKitCluster) -> list[DispatchResult]:
-    """At least 4 calls (left in progress), made until every node hosts one (at most 12)."""
-    calls: list[DispatchResult] = []
-    while len(calls) < 12:
-        calls.append(await call(lk, f"held-{len(calls)}"))
-        hosts = {cluster.room_nodes().get(r.room) for r in calls}
-        if len(calls) >= 4 and hosts >= {node.node_id for node in cluster.nodes}:
-            break
-    return calls
+    """Two calls on each node, left in progress."""
+    return [await call_on(lk, cluster, n % len(cluster.nodes), f"held-{n}") for n in range(2 * len(cluster.nodes))]
 
 
 def assert_every_job_ran_the_current_prompt(fleet: Fleet) -> None:
