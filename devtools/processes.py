@@ -444,6 +444,8 @@ class LiveKitCluster:
     nodes: list[LiveKitNode]
     haproxy: HAProxy
     directory: Path
+    owns_redis: bool = True
+    """Whether ``stop`` stops the redis-server too (it does when the cluster started it)."""
 
     @property
     def url(self) -> str:
@@ -504,7 +506,8 @@ class LiveKitCluster:
         self.haproxy.stop()
         for node in self.nodes:
             node.stop()
-        self.redis.stop()
+        if self.owns_redis:
+            self.redis.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -535,7 +538,7 @@ def start_cluster(nodes: int = 2, redis: RedisServer | None = None, timeout: flo
             owned.stop()
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return LiveKitCluster(owned, started, proxy, directory)
+    return LiveKitCluster(owned, started, proxy, directory, owns_redis=redis is None)
 
 
 @dataclass
