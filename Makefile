@@ -8,14 +8,18 @@ TOOLS := .tools
 LIVEKIT_SERVER := $(TOOLS)/bin/server
 LIVEKIT_VERSIONS := v1.13.5 v1.13.4 v1.12.0 v1.9.11
 
-.PHONY: worker test setup python-deps node-deps system-deps livekit-server lint typecheck pytest vitest local-convex vectors cluster
+.PHONY: worker talk test setup python-deps node-deps web system-deps livekit-server lint typecheck pytest vitest local-convex vectors cluster
 
 worker: setup livekit-server
 	$(PY) -m devtools.devstack
 
+# The talk page (docs/talk.md): call the agents of `make worker` from a browser.
+talk: setup
+	$(PY) -m devtools.talk
+
 test: setup livekit-server lint typecheck vitest pytest
 
-setup: python-deps node-deps system-deps
+setup: python-deps node-deps web system-deps
 
 python-deps: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -27,6 +31,15 @@ node-deps: convex/node_modules/.installed
 convex/node_modules/.installed: convex/package.json convex/package-lock.json
 	npm --prefix convex ci --no-audit --no-fund
 	touch $@
+
+# The talk page's script: livekit-client (pinned in web/package.json) bundled by esbuild
+# into the git-ignored web/dist, served by devtools.talk (no CDN).
+web: web/dist/talk.js
+web/node_modules/.installed: web/package.json web/package-lock.json
+	npm --prefix web ci --no-audit --no-fund
+	touch $@
+web/dist/talk.js: web/node_modules/.installed web/tsconfig.json $(wildcard devtools/talk_page/*.ts)
+	npm --prefix web run --silent build
 
 # Debian packages the worker's tools and tests start for real: redis-server (tiers,
 # fleet, LiveKit cluster routing), espeak-ng and sox (real speech for the OpenAI stand-in
@@ -53,6 +66,7 @@ lint:
 typecheck:
 	$(VENV)/bin/mypy
 	npm --prefix convex run typecheck
+	npm --prefix web run typecheck
 
 vitest:
 	npm --prefix convex test

@@ -3,26 +3,69 @@ ready session plan.
 
 ``AGENT_MODEL_FACTORY`` names it (``module:function``); production uses
 :func:`openai_session`, tests swap in a fake LLM without touching the worker.
+
+The production session is stated here rather than inherited from livekit's defaults,
+because those defaults change with the CLI mode: under ``python -m agent dev``
+livekit-agents switches the turn detector and interruption detection to LiveKit Cloud
+models (``utils.is_dev_mode()``), which needs the network and is not what ``start`` runs.
+Here both modes get the same local pipeline: the Silero VAD and the ``v1-mini``
+end-of-turn model from livekit-local-inference, interruptions by VAD, OpenAI STT, LLM
+and TTS through livekit-plugins-openai (``OPENAI_BASE_URL`` honoured by the OpenAI
+client), with models and voice from the agent's config (``agent.voice_options``).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
-from livekit.agents import AgentSession, room_io
+import httpx2
+import openai as openai_sdk
+import structlog
+from livekit.agents import AgentSession, inference, room_io
+from livekit.agents.voice.turn import TurnHandlingOptions
+from livekit.local_inference import init_eot, init_vad
 from livekit.plugins import openai
-from openai import AsyncOpenAI
 
 from agent.llm_cache import prompt_cache_key
+from agent.voice_options import VoiceOptions
 from services.models import PromptResult
+from services.tls import client_ssl_context
+
+log = structlog.get_logger(__name__)
+_local_models_loaded = False
+
+
+def load_local_models() -> None:
+    """Load the local VAD and end-of-turn weights into this process, once, before any job.
+
+    Both are process-wide singletons of livekit-local-inference (the end-of-turn model is
+    about 250 MB of RSS). livekit-agents would load them lazily in the first session, or in
+    its own preload where it runs; loading them here, in ``prewarm`` and in the PROCESS
+    forkserver (``agent.process_warmup``), keeps that cost off the first caller's path and
+    says in this code that the session runs them."""
+    global _local_models_loaded  # noqa: PLW0603 - a process-wide fact, like the singletons
+    if _local_models_loaded:
+        return
+    started = time.perf_counter()
+    init_vad()
+    init_eot()
+    _local_models_loaded = True
+    log.info("local_models_loaded", models=["silero-vad", "turn-detector-v1-mini"],
+             seconds=round(time.perf_counter() - started, 3))  # fmt: skip
 
 
 @dataclass
 class SessionPlan:
     session: AgentSession[None]
     room_options: room_io.RoomOptions = field(default_factory=room_io.RoomOptions)
+    voice: VoiceOptions | None = None
+    """How the session speaks, when it speaks (the greeting's cache key is built from it)."""
+    closers: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    """Run at the job's end: what the factory opened for this session (its HTTP client)."""
 
 
 SessionFactory = Callable[[PromptResult], SessionPlan]
@@ -32,39 +75,79 @@ class ModelFactoryError(ValueError):
     """``AGENT_MODEL_FACTORY`` does not name a usable function, or a config cannot be served."""
 
 
-def openai_session(result: PromptResult, *, client: AsyncOpenAI | None = None) -> SessionPlan:
+OPENAI_TIMEOUT = httpx2.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0)
+"""livekit-plugins-openai's own timeouts for its clients."""
+
+
+def openai_client() -> openai_sdk.AsyncOpenAI:
+    """One OpenAI client for a session's STT, LLM and TTS.
+
+    Each plugin builds its own client otherwise, and httpx (the OpenAI SDK's ``httpx2``)
+    builds a TLS context per client: three CA-bundle parses per call (262-379 ms each in
+    a job loop during a burst, measured by the worker's loop monitor). This one shares the process's context
+    (``services.tls``). The key and base URL come from ``OPENAI_API_KEY`` and
+    ``OPENAI_BASE_URL``, as the plugins' own clients would read them."""
+    http = httpx2.AsyncClient(
+        timeout=OPENAI_TIMEOUT,
+        follow_redirects=True,
+        verify=client_ssl_context(),
+        limits=httpx2.Limits(max_connections=50, max_keepalive_connections=50, keepalive_expiry=120),
+    )
+    return openai_sdk.AsyncOpenAI(max_retries=0, http_client=http)
+
+
+def local_turn_handling(*, realtime: bool) -> TurnHandlingOptions:
+    """Turn handling that runs on this host in ``dev`` and ``start`` alike.
+
+    The pipeline commits a turn with the local ``v1-mini`` end-of-turn model (livekit
+    picks the cloud ``v1`` in dev mode when no version is given); a realtime model commits
+    with the provider's server-side turn detection. Interruptions are detected by the VAD:
+    adaptive interruption detection is a LiveKit Cloud model (on by default in dev mode)."""
+    return {
+        "turn_detection": "realtime_llm" if realtime else inference.TurnDetector(version="v1-mini"),
+        "interruption": {"mode": "vad"},
+    }
+
+
+def openai_session(result: PromptResult, *, client: openai_sdk.AsyncOpenAI | None = None) -> SessionPlan:
     """A realtime model or an STT/LLM/TTS pipeline, as ``config.pipeline`` says.
 
     The pipeline's LLM sends ``prompt_cache_key`` (one per agent version, see
     :mod:`agent.llm_cache`); the system prompt is the agent's instructions, the first
     message of every request and the same bytes for a version. The realtime API takes no
-    such key (it caches within a session). ``client`` is the test seam for the LLM's
-    HTTP traffic.
+    such key (it caches within a session) and no temperature. Both get a TTS, so a
+    greeting missing from the cache is spoken by ``session.say`` without the LLM (a
+    realtime session speaks its replies with its own audio). ``client`` is the test seam
+    for the session's HTTP traffic; when not given, the job's client is closed at its end.
     """
-    config = result.agent.config
-    model = str(config.get("model") or "gpt-4o-mini")
-    voice = str(config.get("voice") or "alloy")
-    temperature = config.get("temperature")
-    language = str(config.get("language") or "en").split("-", 1)[0].lower() or "en"
-    if config.get("pipeline") == "realtime":
-        realtime = (
-            openai.realtime.RealtimeModel(model=model, voice=voice)
-            if temperature is None
-            else openai.realtime.RealtimeModel(model=model, voice=voice, temperature=float(temperature))
+    voice = VoiceOptions.from_config(result.agent.config, agent_id=result.agent.agent_id)
+    own_client = client is None
+    http_client = client if client is not None else openai_client()
+    tts = openai.TTS(model=voice.tts_model, voice=voice.voice, response_format="pcm", client=http_client)
+    vad = inference.VAD(model="silero")
+    if voice.pipeline == "realtime":
+        realtime = openai.realtime.RealtimeModel(model=voice.llm_model, voice=voice.voice)
+        session: AgentSession[None] = AgentSession(
+            llm=realtime, tts=tts, vad=vad, turn_handling=local_turn_handling(realtime=True)
         )
-        return SessionPlan(AgentSession(llm=realtime))
-    key = prompt_cache_key(result.agent.agent_id, result.updated_at)
-    llm = (
-        openai.LLM(model=model, prompt_cache_key=key, client=client)
-        if temperature is None
-        else openai.LLM(model=model, prompt_cache_key=key, client=client, temperature=float(temperature))
-    )
-    session: AgentSession[None] = AgentSession(
-        stt=openai.STT(language=language, use_realtime=True),
-        llm=llm,
-        tts=openai.TTS(voice=voice),
-    )
-    return SessionPlan(session)
+    else:
+        key = prompt_cache_key(result.agent.agent_id, result.updated_at)
+        llm = (
+            openai.LLM(model=voice.llm_model, prompt_cache_key=key, client=http_client)
+            if voice.temperature is None
+            else openai.LLM(
+                model=voice.llm_model, prompt_cache_key=key, client=http_client, temperature=voice.temperature
+            )
+        )
+        session = AgentSession(
+            stt=openai.STT(model=voice.stt_model, language=voice.language, use_realtime=True, client=http_client),
+            llm=llm,
+            tts=tts,
+            vad=vad,
+            turn_handling=local_turn_handling(realtime=False),
+        )
+    closers: list[Callable[[], Coroutine[Any, Any, None]]] = [http_client.close] if own_client else []
+    return SessionPlan(session, voice=voice, closers=closers)
 
 
 def load_session_factory(spec: str) -> SessionFactory:

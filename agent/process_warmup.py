@@ -10,6 +10,7 @@ host is most of a job process's start-up CPU:
 - the TLS contexts built per process on a job's way to its first call (the service's
   Convex client; livekit-agents' HTTP session, which ``JobContext.api`` opens for the
   room check): 15-35 ms each on an idle host, 100-250 ms during a burst;
+- the production session's local VAD and end-of-turn weights (``load_local_models``);
 - what livekit-agents loads lazily on every job's path: the modules ``AgentActivity.start``
   and the session report import on first use, and the validators of its chat models,
   which pydantic builds the first time one is made; and the session factory that
@@ -33,7 +34,7 @@ from livekit.agents.utils import http_context
 from livekit.agents.voice import report  # noqa: F401 - imported by the report made at every session's end
 
 import agent.worker  # noqa: F401 - imported for its side effect: the job module, loaded once
-from agent.models import ModelFactoryError, load_session_factory
+from agent.models import ModelFactoryError, load_local_models, load_session_factory
 from agent.settings import DEFAULT_MODEL_FACTORY
 from services import metrics
 from services.models import PromptSource
@@ -46,6 +47,10 @@ llm.ChatContext([llm.ChatMessage(role="system", content=["warm-up"])])
 # job's to report (it fails the call with a clear error); the warm-up must not stop the forkserver.
 with contextlib.suppress(ModelFactoryError):
     load_session_factory(os.environ.get("AGENT_MODEL_FACTORY", DEFAULT_MODEL_FACTORY))
+if os.environ.get("AGENT_MODEL_FACTORY", DEFAULT_MODEL_FACTORY) == DEFAULT_MODEL_FACTORY:
+    # The production session's local VAD and end-of-turn model (~250 MB), shared
+    # copy-on-write by every job process instead of loaded by each.
+    load_local_models()
 for _source in get_args(PromptSource):  # the children a resolution records
     metrics.resolve_histogram(_source)
     metrics.resolution_counter(_source, False)

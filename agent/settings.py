@@ -37,6 +37,12 @@ class WorkerSettings(BaseSettings):
     model_factory: str = Field(default=DEFAULT_MODEL_FACTORY, alias="AGENT_MODEL_FACTORY")
     """``module:function`` turning a PromptResult into a session plan (the model seam)."""
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY", repr=False)
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    """Another OpenAI-compatible endpoint (the local stand-in in dev). The OpenAI client
+    reads it from the environment itself; it is checked here so a typo stops the start."""
+    greeting_cache: bool = Field(default=True, alias="AGENT_GREETING_CACHE")
+    """Synthesize each agent version's greeting once and play it from the cache (the
+    production model factory only); false: every call speaks it through the live TTS."""
     job_start_timeout_seconds: float = Field(default=20.0, gt=0, alias="JOB_START_TIMEOUT_SECONDS")
     """A job that cannot resolve its prompt, connect and start its session within this ends."""
     max_jobs: int | None = Field(default=None, ge=1, alias="AGENT_MAX_JOBS")
@@ -72,6 +78,13 @@ class WorkerSettings(BaseSettings):
     def _url_scheme(cls, value: str) -> str:
         if not value.startswith(("ws://", "wss://", "http://", "https://")):
             raise ValueError("must start with ws://, wss://, http:// or https://")
+        return value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
         return value
 
     @field_validator("room_name_pattern")

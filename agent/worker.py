@@ -16,9 +16,10 @@ from typing import Any
 import structlog
 from livekit import api
 from livekit.agents import Agent, AgentServer, JobContext, JobExecutorType, JobProcess, JobRequest
-from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from agent import room_guard
+from agent.call_watch import CallWatch
+from agent.call_watch import elapsed_ms as _ms
 from agent.capacity import (
     STATUS_INTERVAL_SECONDS,
     CapacityPolicy,
@@ -29,13 +30,14 @@ from agent.capacity import (
     report_status_every,
 )
 from agent.connect_gate import CONNECT_GATE
+from agent.greeting import GreetingSource, GreetingSynthesizer, key_for, pcm_frames
 from agent.llm_cache import CachedTokens
-from agent.models import load_session_factory
+from agent.models import SessionPlan, load_local_models, load_session_factory
 from agent.service_holder import close_service, get_service, prepare_host_tier
-from agent.settings import WorkerSettings, server_api_url
+from agent.settings import DEFAULT_MODEL_FACTORY, WorkerSettings, server_api_url
 from agent.targeting import JobTarget, JobTargetError, resolve_target, room_name_for
 from agent.tenancy import OrganizationNotServedError, check_organization, serves, warn_if_unrestricted
-from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
+from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult, metrics
 from services.hints import clip
 from services.logging import forward_events_to_the_worker, prompt_fingerprint
 from services.models import format_version
@@ -102,10 +104,6 @@ async def _connect_and_check(ctx: JobContext, settings: WorkerSettings) -> str |
     return None
 
 
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 1)
-
-
 class WorkerServer(AgentServer):
     """livekit-agents' ``AgentServer``, which also closes, when it closes, the server API
     client ``on_request`` opened on its loop (left open, aiohttp reports an unclosed
@@ -158,9 +156,13 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
         # The main process's service (and its refresher) runs from the start, so the
         # first job already finds a current version index (and Redis heartbeat).
         try:
-            get_service(run_refresher=True)
+            service = get_service(run_refresher=True)
         except Exception:
             log.exception("service_start_failed")
+            return
+        if settings.model_factory == DEFAULT_MODEL_FACTORY and settings.greeting_cache:
+            # Greetings are synthesized here, once per version, for every job of the worker.
+            service.add_version_listener(GreetingSynthesizer(service).on_version)
 
     return server
 
@@ -188,6 +190,11 @@ def prewarm(proc: JobProcess) -> None:
     process_mode = proc.executor_type == JobExecutorType.PROCESS
     if process_mode:
         forward_events_to_the_worker()  # one log stream: the worker renders this process's events
+    try:
+        if WorkerSettings.from_env().model_factory == DEFAULT_MODEL_FACTORY:
+            load_local_models()  # once per process (a no-op after the first), before any job
+    except Exception:
+        log.exception("local_models_failed")
     try:
         service = get_service(run_refresher=not process_mode)
         if process_mode:
@@ -284,6 +291,11 @@ async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfi
     started = time.perf_counter()
     ctx.proc.userdata["job_started_at"] = time.time()  # wall clock, for probes and diagnostics
     job_log = log.bind(room=clip(ctx.job.room.name), jobId=clip(ctx.job.id))
+
+    async def job_ended(reason: str) -> None:
+        job_log.info("job_ended", reason=clip(reason), durationMs=_ms(started))
+
+    ctx.add_shutdown_callback(job_ended)
     process_mode = ctx.proc.executor_type == JobExecutorType.PROCESS
     if process_mode:
         ctx.add_shutdown_callback(close_service)  # flush this process's write-backs
@@ -362,37 +374,17 @@ async def _start_session(
     if reason := connect_task.result():
         raise JobYielded(reason)
     plan = load_session_factory(settings.model_factory)(result)
-    cached = CachedTokens().watch(plan.session)  # the provider's prompt cache, per job
-    timings_logged = False
-
-    def log_timings(first_reply_ms: float | None) -> None:
-        # One event per job with all three times; at the first reply, or at shutdown if none came.
-        nonlocal timings_logged
-        if not timings_logged:
-            timings_logged = True
-            log.info(
-                "job_timings",
-                room=ctx.job.room.name,
-                agentId=target.agent_id,
-                promptResolvedMs=timings.get("promptResolvedMs"),
-                sessionStartedMs=timings.get("sessionStartedMs"),
-                firstReplyMs=first_reply_ms,
-                promptCachedTokens=cached.cached_tokens,
-            )
-
-    def on_item(event: ConversationItemAddedEvent) -> None:
-        if getattr(event.item, "role", None) == "assistant":
-            log_timings(_ms(started))
-
-    async def on_shutdown() -> None:
-        log_timings(None)
-
-    plan.session.on("conversation_item_added", on_item)
-    ctx.add_shutdown_callback(on_shutdown)
+    for closer in plan.closers:
+        ctx.add_shutdown_callback(closer)
+    watch = CallWatch(ctx, target.agent_id, started, timings, CachedTokens().watch(plan.session))
+    watch.attach(plan.session)
     await plan.session.start(
         agent=Agent(instructions=result.prompt), room=ctx.room, room_options=plan.room_options, record=False
     )
     timings["sessionStartedMs"] = _ms(started)
+    # The greeting first: its audio goes out once the caller subscribes, while the
+    # attributes below make their round trip to the server.
+    watch.greeting_source = greet(plan, service if settings.greeting_cache else None, result)
     await ctx.room.local_participant.set_attributes(
         {
             "agentId": target.agent_id,
@@ -401,7 +393,29 @@ async def _start_session(
             "promptStale": "true" if result.stale else "false",
         }
     )
-    greeting = result.agent.config.get("greeting")
-    if isinstance(greeting, str) and greeting:
-        plan.session.generate_reply(instructions=f"Greet the caller with exactly: {greeting}")
     return result, timings
+
+
+def greet(plan: SessionPlan, service: AgentConfigService | None, result: PromptResult) -> GreetingSource | None:
+    """Speak the configured greeting with ``say`` (no LLM): from the cached audio of this
+    version and voice if this process or the host tier holds it, else (or without a
+    ``service`` to ask: the cache is off) through the live TTS."""
+    if plan.voice is None:  # a factory that states no voice (text-only fakes): say the text
+        greeting = result.agent.config.get("greeting")
+        text = greeting.strip() if isinstance(greeting, str) else ""
+        if not text:
+            return None
+        plan.session.say(text)
+        metrics.GREETINGS.labels(source="tts").inc()
+        return "tts"
+    if plan.voice.greeting is None:
+        return None
+    key = key_for(result.agent, plan.voice)
+    audio = None if service is None else service.greeting_audio(result.agent.agent_id, key)
+    if audio is not None:
+        plan.session.say(plan.voice.greeting, audio=pcm_frames(audio))
+    else:
+        plan.session.say(plan.voice.greeting)
+    source: GreetingSource = "cache" if audio is not None else "tts"
+    metrics.GREETINGS.labels(source=source).inc()
+    return source

@@ -248,6 +248,52 @@ def _start_livekit_on(port: int, timeout: float) -> LiveKitServer:
     return LiveKitServer(f"ws://127.0.0.1:{port}", LIVEKIT_DEV_KEY, LIVEKIT_DEV_SECRET, managed)
 
 
+@dataclass
+class OpenAIStandin:
+    """The OpenAI stand-in (``python -m devtools.openai_standin``); ``base_url`` ends in ``/v1``."""
+
+    base_url: str
+    managed: ManagedProcess
+
+    @property
+    def root(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.root}/_standin/stats", timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def reset(self) -> None:
+        httpx.post(f"{self.root}/_standin/reset", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        self.managed.stop()
+
+
+def start_openai_standin(
+    *,
+    stt_delay_ms: float | None = None,
+    llm_ttft_ms: float | None = None,
+    tts_ttfb_ms: float | None = None,
+    phrases: Path | None = None,
+    timeout: float = 30,
+) -> OpenAIStandin:
+    """Start the stand-in on a free port; a delay left ``None`` keeps its documented default."""
+    args = [sys.executable, "-m", "devtools.openai_standin", "--port", "0"]
+    for flag, value in (
+        ("--stt-delay-ms", stt_delay_ms),
+        ("--llm-ttft-ms", llm_ttft_ms),
+        ("--tts-ttfb-ms", tts_ttfb_ms),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    if phrases is not None:
+        args += ["--phrases", str(phrases)]
+    managed, line = _spawn("openai-standin", args, ready="ready http://", timeout=timeout)
+    return OpenAIStandin(base_url=line.split("ready ", 1)[1].strip(), managed=managed)
+
+
 # --- A LiveKit cluster: N livekit-server nodes sharing one redis-server, behind HAProxy ---
 
 CLUSTER_KEY = "clusterkey"

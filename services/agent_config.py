@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -40,6 +40,7 @@ from services.errors import (
     store_error_kind,
 )
 from services.fleet import FleetCoordinator, FleetRole
+from services.greeting_cache import GreetingAudio, GreetingRam
 from services.hints import InvalidHintError, parse_version_hint
 from services.host_tier import HostTier
 from services.logging import prompt_fingerprint
@@ -62,6 +63,10 @@ STORE_REST_SECONDS = 5.0
 # A job process that misses the host tier while the owner loads that agent checks this often.
 HOST_LOAD_POLL_SECONDS = 0.002
 
+VersionListener = Callable[[AgentConfig], Awaitable[None]]
+"""Called on the service loop with each agent version this process loads (see
+:meth:`AgentConfigService.add_version_listener`)."""
+
 
 class AgentConfigService:
     def __init__(
@@ -78,6 +83,9 @@ class AgentConfigService:
         self._host = host  # PROCESS executor: written by the main process, read by job processes
         self._index = VersionIndex()
         self._ram = RamTier(settings.max_entries)
+        self._greetings = GreetingRam()
+        self._listeners: list[VersionListener] = []
+        self._listener_tasks: set[asyncio.Task[None]] = set()
         self._not_found: LruDict[str, float] = LruDict(10_000)  # agent id -> negative entry expiry
         self._loop = ServiceLoop()
         self._closed = False
@@ -203,15 +211,54 @@ class AgentConfigService:
             return
         self._loop.submit(self._prefetch_on_loop(agent_id, _valid_hint(updated_at)))
 
+    def add_version_listener(self, listener: VersionListener) -> None:
+        """Call ``listener`` (on the service loop, in the background) with every agent
+        version this process loads from Redis or the store, and with the version a
+        ``prefetch`` resolves: the worker's main process synthesizes greetings there."""
+        self._listeners.append(listener)
+
+    def greeting_audio(self, agent_id: str, key: str) -> GreetingAudio | None:
+        """The greeting audio ``key`` names, if this process's RAM or the host tier holds
+        it; no I/O and no awaits (a job never waits for the cache)."""
+        found = self._greetings.get(agent_id, key)
+        if found is None and self._host is not None and not self._host.owner:
+            found = self._host.greeting(agent_id, key)
+        return found
+
+    async def shared_greeting_audio(self, agent_id: str, key: str) -> GreetingAudio | None:
+        """:meth:`greeting_audio`, else what Redis holds (another host synthesized it);
+        one found in Redis is kept in this process's tiers. Call on the service loop."""
+        found = self.greeting_audio(agent_id, key)
+        if found is None and self._redis is not None:
+            found = await self._redis.get_greeting(agent_id, key)
+            if found is not None:
+                await self.store_greeting(agent_id, found, share=False)
+        return found
+
+    async def store_greeting(self, agent_id: str, audio: GreetingAudio, *, share: bool = True) -> None:
+        """Keep a synthesized greeting in RAM, the host tier (owner) and Redis, unless its
+        version was deleted or superseded meanwhile. Call on the service loop."""
+        current = self._index.get(agent_id)
+        if self._deleted_since(agent_id, audio.updated_at) or (current is not None and current > audio.updated_at):
+            return
+        if not self._greetings.put(agent_id, audio):
+            return
+        if self._host is not None and self._host.owner:
+            self._host.put_greeting(agent_id, audio)
+        if share and self._redis is not None:
+            await self._redis.put_greeting(agent_id, audio)
+
     def clear_prompt_cache(self, agent_id: str) -> None:
         """Forget one agent in this process (RAM entry, known version, negative entry)."""
         self._ram.discard(agent_id)
+        self._greetings.discard(agent_id)
         self._index.forget(agent_id)
         self._not_found.pop(agent_id, None)
 
     def clear_all_prompt_cache(self) -> None:
         """Forget everything this process holds (e.g. after a template change)."""
         self._ram.clear()
+        self._greetings.clear()
         self._index.clear()
         self._not_found.clear()
 
@@ -306,7 +353,21 @@ class AgentConfigService:
 
     async def _prefetch_on_loop(self, agent_id: str, hint: float | None) -> None:
         with contextlib.suppress(AgentConfigError):
-            await self._resolve_on_loop(agent_id, hint)
+            result = await self._resolve_on_loop(agent_id, hint)
+            self._notify(result.agent)
+
+    def _notify(self, agent: AgentConfig) -> None:
+        """Hand a loaded version to the listeners, in the background (on the service loop)."""
+        for listener in self._listeners:
+            task = asyncio.get_running_loop().create_task(self._run_listener(listener, agent))
+            self._listener_tasks.add(task)
+            task.add_done_callback(self._listener_tasks.discard)
+
+    async def _run_listener(self, listener: VersionListener, agent: AgentConfig) -> None:
+        try:
+            await listener(agent)
+        except Exception as exc:  # noqa: BLE001 - a listener's failure never touches a join
+            log.warning("version_listener_failed", agentId=agent.agent_id, error=type(exc).__name__)
 
     async def _load(self, agent_id: str, version: float | None) -> PromptResult:
         if self._redis is not None:
@@ -362,6 +423,7 @@ class AgentConfigService:
             # Inline, not in the background: a PROCESS-mode job may end (and its process
             # exit) right after this; the shared tier must already hold what it read.
             await self._share(agent, prompt)
+        self._notify(agent)
         return PromptResult(prompt, source, record.updated_at, False, agent)
 
     async def _from_redis(self, agent_id: str, version: float | None) -> PromptResult | None:
@@ -389,6 +451,7 @@ class AgentConfigService:
         if shared is None:
             return None
         await self._ram_put(shared.agent, shared.prompt, confirmed)
+        self._notify(shared.agent)
         return PromptResult(shared.prompt, "redis", version, False, shared.agent)
 
     async def _stale_fallback(self, agent_id: str) -> PromptResult | None:
@@ -493,6 +556,7 @@ class AgentConfigService:
         if not self._index.is_deleted(row.agent_id):
             return  # a newer live version exists: this tombstone is old news
         held = self._ram.discard(row.agent_id)
+        self._greetings.discard(row.agent_id)
         if self._settings.not_found_ttl_seconds > 0:
             self._not_found[row.agent_id] = self._clock() + self._settings.not_found_ttl_seconds
         if self._redis is not None:
@@ -507,6 +571,7 @@ class AgentConfigService:
             await self._drop_deleted(row)
             return
         self._not_found.pop(row.agent_id, None)
+        self._greetings.discard(row.agent_id, older_than=row.updated_at)  # an edit: that sound is gone
         if self._ram.held_version(row.agent_id) is not None:
             # Hot agent: load the new version before the index points at it, so no join
             # waits for the store. The load itself records the version.
@@ -525,6 +590,9 @@ class AgentConfigService:
         await self._redis.record_versions([AgentVersion(agent.agent_id, agent.updated_at)])
 
     async def _close_on_loop(self) -> None:
+        for task in list(self._listener_tasks):
+            task.cancel()
+        await asyncio.gather(*self._listener_tasks, return_exceptions=True)
         if self._refresher is not None:
             await self._refresher.aclose()
         if self._fleet is not None:

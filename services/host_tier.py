@@ -16,7 +16,10 @@ One database, four kinds of keys (values are JSON):
 - ``l:<agentId>``: ``{since}``: the owner is loading this agent right now (a job
   process that misses waits for that load instead of reading the store itself);
 - ``hb``: ``{pid, since, at}``: the owner's heartbeat, ``at`` being the start of its
-  last successful change-feed poll (which confirmed every recorded version at once).
+  last successful change-feed poll (which confirmed every recorded version at once);
+- ``g:<agentId>``: the greeting audio of the agent's newest version (``services.greeting_cache``):
+  a JSON header line ``{key, updatedAt, sampleRate}`` then raw PCM; at most
+  ``max_greeting_bytes`` of them, the oldest written evicted first.
 
 A reader trusts ``v:`` only while the heartbeat is recent; otherwise it asks like a
 cold process (a version named by the dispatch still hits). Failures never fail a
@@ -43,6 +46,7 @@ from typing import Any, BinaryIO, TypeVar
 import lmdb
 import structlog
 
+from services.greeting_cache import GreetingAudio
 from services.models import AgentConfig, cache_key
 
 log = structlog.get_logger(__name__)
@@ -52,6 +56,8 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 """Bound on the prompt values the owner keeps (UTF-8 JSON); the map is twice that."""
 MAX_READERS = 512
 """Reader slots: one per job process with the tier open (plus a few); dead ones are reclaimed."""
+DEFAULT_MAX_GREETING_BYTES = 64 * 1024 * 1024
+"""Bound on the greeting audio the owner keeps (inside the map's slack: see ``open_owner``)."""
 DEFAULT_DIR_PREFIX = "agent-host-tier-"
 _DATA_FILES = ("data.mdb", "lock.mdb")
 _HEARTBEAT = b"hb"
@@ -91,6 +97,10 @@ def _loading_key(agent_id: str) -> bytes:
     return b"l:" + agent_id.encode()
 
 
+def _greeting_key(agent_id: str) -> bytes:
+    return b"g:" + agent_id.encode()
+
+
 class HostTier:
     """An open LMDB environment, as its owner (read-write) or as a reader.
 
@@ -122,6 +132,9 @@ class HostTier:
         self._sizes: OrderedDict[bytes, int] = OrderedDict()
         self._held: dict[str, float] = {}
         self._bytes = 0
+        self._greetings: OrderedDict[str, int] = OrderedDict()  # owner: agent -> greeting value size
+        self._greeting_bytes = 0
+        self._max_greeting_bytes = DEFAULT_MAX_GREETING_BYTES
         self._closed = False
         self._failures_logged = 0
 
@@ -153,7 +166,7 @@ class HostTier:
                 (path / name).unlink(missing_ok=True)
             env = lmdb.open(
                 str(path),
-                map_size=2 * max_bytes + 16 * 1024 * 1024,
+                map_size=2 * (max_bytes + DEFAULT_MAX_GREETING_BYTES) + 16 * 1024 * 1024,
                 max_readers=MAX_READERS,
                 max_dbs=0,
                 sync=False,  # a cache: an OS crash may lose it, a process crash cannot
@@ -304,6 +317,22 @@ class HostTier:
 
         return self._read("warm", read, False)
 
+    def greeting(self, agent_id: str, key: str) -> GreetingAudio | None:
+        """The agent's greeting audio if the tier holds the one ``key`` names (one read)."""
+
+        def read(txn: lmdb.Transaction) -> GreetingAudio | None:
+            raw = txn.get(_greeting_key(agent_id))
+            if raw is None:
+                return None
+            value = bytes(raw)
+            header_end = value.index(b"\n")
+            header = json.loads(value[:header_end])
+            if header["key"] != key:
+                return None
+            return GreetingAudio(key, float(header["updatedAt"]), int(header["sampleRate"]), value[header_end + 1 :])
+
+        return self._read("greeting", read, None)
+
     def loading_since(self, agent_id: str) -> float | None:
         """When the owner started loading this agent, if it is loading it now."""
 
@@ -345,6 +374,8 @@ class HostTier:
         self._sizes.clear()
         self._held.clear()
         self._bytes = 0
+        self._greetings.clear()
+        self._greeting_bytes = 0
         if self._env is None:
             return
         with contextlib.suppress(lmdb.Error), self._env.begin(write=True) as txn:
@@ -368,6 +399,7 @@ class HostTier:
                 return
             if previous is not None and previous != agent.updated_at:
                 self._forget(txn, _prompt_key(agent.agent_id, previous))
+                self._forget_greeting(txn, agent.agent_id)  # the older version's sound
             self._forget(txn, key)
             while self._sizes and (len(self._sizes) >= self._max_entries or self._bytes + len(value) > self._max_bytes):
                 oldest = next(iter(self._sizes))
@@ -379,6 +411,28 @@ class HostTier:
             self._held[agent.agent_id] = agent.updated_at
             self._put_version(txn, agent.agent_id, agent.updated_at, loaded_at)
             txn.delete(_loading_key(agent.agent_id))
+
+    def put_greeting(self, agent_id: str, audio: GreetingAudio) -> None:
+        """Hold the agent's greeting audio (replacing any other), the oldest evicted past the bound."""
+        header = json.dumps({"key": audio.key, "updatedAt": audio.updated_at, "sampleRate": audio.sample_rate})
+        value = header.encode() + b"\n" + audio.pcm
+        if len(value) > self._max_greeting_bytes:
+            return
+        with self._write("put_greeting") as txn:
+            if txn is None:
+                return
+            self._forget_greeting(txn, agent_id)
+            while self._greetings and self._greeting_bytes + len(value) > self._max_greeting_bytes:
+                self._forget_greeting(txn, next(iter(self._greetings)))
+            txn.put(_greeting_key(agent_id), value)
+            self._greetings[agent_id] = len(value)
+            self._greeting_bytes += len(value)
+
+    def _forget_greeting(self, txn: lmdb.Transaction, agent_id: str) -> None:
+        size = self._greetings.pop(agent_id, None)
+        if size is not None:
+            self._greeting_bytes -= size
+        txn.delete(_greeting_key(agent_id))
 
     def _forget(self, txn: lmdb.Transaction, key: bytes) -> None:
         size = self._sizes.pop(key, None)
@@ -413,6 +467,7 @@ class HostTier:
             for key in [key for key in self._sizes if key.startswith(prefix)]:
                 self._forget(txn, key)
             self._held.pop(agent_id, None)
+            self._forget_greeting(txn, agent_id)
             txn.delete(_version_key(agent_id))
             txn.delete(_loading_key(agent_id))
 

@@ -47,3 +47,4 @@ def resolve_histogram(source: str) -> Histogram:
 
 
 FEED_ROWS_SKIPPED = Counter("agent_change_feed_rows_skipped", "Malformed change-feed rows skipped")
+GREETINGS = Counter("agent_greetings", "Greetings spoken, by where their audio came from", ["source"])

@@ -11,6 +11,9 @@ this tier is what lets such a job skip Convex. Under the namespace it holds
   compare-and-set;
 - ``watchers`` (sorted set, host -> expiry) and ``watch_since`` (hash, host -> start):
   one heartbeat per host that watches the change feed and records every row it sees.
+- ``g:<agentId>``: the greeting audio of the agent's newest synthesized version, a JSON
+  header line ``{key, updatedAt, sampleRate}`` then raw PCM (expires like a prompt;
+  deleted with the agent).
   ``since`` is when that host's unbroken watch began; the entry is live until its
   expiry. Every stamp is taken from the Redis server's ``TIME``, so no two hosts'
   clocks are ever compared.
@@ -36,8 +39,10 @@ from dataclasses import dataclass
 import structlog
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services import metrics
+from services.greeting_cache import GreetingAudio
 from services.models import AgentConfig, cache_key
 from services.store import AgentVersion
 
@@ -343,6 +348,41 @@ class RedisTier:
             return None
         return SharedVersion(updated_at=updated_at, confirmed_at=written_at / 1000.0, trusted=False)
 
+    async def get_greeting(self, agent_id: str, key: str) -> GreetingAudio | None:
+        """The agent's greeting audio if Redis holds the one ``key`` names."""
+        if not self.available:
+            return None
+        try:
+            raw = await self._client.get(self.key(f"g:{agent_id}"))
+        except _KEY_ERRORS as exc:
+            self._bad_key("get_greeting", exc)
+            return None
+        except (RedisError, OSError) as exc:
+            self._failed("get_greeting", exc)
+            return None
+        if not isinstance(raw, bytes):
+            return None
+        try:
+            header_end = raw.index(b"\n")
+            header = json.loads(raw[:header_end])
+            if header["key"] != key:
+                return None
+            return GreetingAudio(key, float(header["updatedAt"]), int(header["sampleRate"]), raw[header_end + 1 :])
+        except (ValueError, KeyError, TypeError) as exc:
+            self._bad_key("get_greeting", exc)
+            return None
+
+    async def put_greeting(self, agent_id: str, audio: GreetingAudio) -> None:
+        if not self.available:
+            return
+        header = json.dumps({"key": audio.key, "updatedAt": audio.updated_at, "sampleRate": audio.sample_rate})
+        try:
+            await self._client.set(self.key(f"g:{agent_id}"), header.encode() + b"\n" + audio.pcm, ex=self._prompt_ttl)
+        except _KEY_ERRORS as exc:
+            self._bad_key("put_greeting", exc)
+        except (RedisError, OSError) as exc:
+            self._failed("put_greeting", exc)
+
     async def forget_agent(self, agent_id: str, versions: Iterable[float] = ()) -> None:
         """A deleted agent: drop ``v:<agentId>`` and the prompts of the versions named (and
         of the one ``v:`` pointed at), so no process finds it here again."""
@@ -355,7 +395,7 @@ class RedisTier:
             known = _finite(current)
             if known is not None:
                 stamps.add(known)
-            keys = [version_key, *(self._prompt_key(agent_id, stamp) for stamp in stamps)]
+            keys = [version_key, self.key(f"g:{agent_id}"), *(self._prompt_key(agent_id, stamp) for stamp in stamps)]
             await self._client.delete(*keys)
         except Exception as exc:  # noqa: BLE001
             self._failed("forget_agent", exc)

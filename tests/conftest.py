@@ -17,10 +17,12 @@ from devtools.processes import (
     REPO,
     LiveKitServer,
     LocalConvex,
+    OpenAIStandin,
     RedisServer,
     ServiceStartError,
     start_livekit,
     start_local_convex,
+    start_openai_standin,
     start_redis,
 )
 
@@ -117,3 +119,22 @@ def hanging_port() -> Iterator[int]:
     for conn in held:
         conn.close()
     listener.close()
+
+
+@pytest.fixture(scope="session")
+def openai_standin_server() -> Iterator[OpenAIStandin]:
+    """The OpenAI stand-in with zero model delays (answers at once), one per test session."""
+    try:
+        server = start_openai_standin(stt_delay_ms=0, llm_ttft_ms=0, tts_ttfb_ms=0)
+    except ServiceStartError as exc:
+        unavailable(str(exc))
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def openai_standin(openai_standin_server: OpenAIStandin) -> OpenAIStandin:
+    """The session's stand-in with its stats zeroed for this test."""
+    openai_standin_server.reset()
+    return openai_standin_server

@@ -96,7 +96,18 @@ def start_worker(livekit: LiveKitServer, convex: LocalConvex, *args: str, **env:
         text=True,
         start_new_session=True,
     )
-    worker = Worker(process, full_env.get("AGENT_EXECUTOR", "thread"))
+    worker = watch(process, full_env.get("AGENT_EXECUTOR", "thread"))
+    if not worker.wait_for(lambda: any("registered worker" in line for line in worker.lines), 90):
+        worker.stop()
+        raise AssertionError("worker never registered:\n" + worker.tail())
+    if process.poll() is not None:
+        raise AssertionError(f"worker exited ({process.returncode}):\n" + worker.tail())
+    return worker
+
+
+def watch(process: subprocess.Popen[str], executor: str) -> Worker:
+    """A started worker whose output (stdout with stderr) is read line by line from now on."""
+    worker = Worker(process, executor)
 
     def pump() -> None:
         assert process.stdout is not None
@@ -108,11 +119,6 @@ def start_worker(livekit: LiveKitServer, convex: LocalConvex, *args: str, **env:
             worker.changed.notify_all()
 
     threading.Thread(target=pump, daemon=True).start()
-    if not worker.wait_for(lambda: any("registered worker" in line for line in worker.lines), 90):
-        worker.stop()
-        raise AssertionError("worker never registered:\n" + worker.tail())
-    if process.poll() is not None:
-        raise AssertionError(f"worker exited ({process.returncode}):\n" + worker.tail())
     return worker
 
 

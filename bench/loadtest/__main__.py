@@ -34,13 +34,16 @@ from typing import Any
 
 import httpx
 
+from bench.loadtest.audio import ROWS as AUDIO_ROWS
+from bench.loadtest.audio import run_audio, with_greetings
 from bench.loadtest.checker import VersionHistory, count_wrong
 from bench.loadtest.deleter import Deleter
 from bench.loadtest.report import Progress, percentile, plot, table, write_json
 from bench.loadtest.strategies import STRATEGIES, WORKER_STRATEGIES, Outcome, Target, run_strategy
 from bench.loadtest.workload import Workload, arrival_offsets, edit_picker, join_plan, pick_agent, seed_agents
 from devtools.fake_models import prompt_tag
-from devtools.processes import LocalConvex, start_livekit, start_local_convex, start_redis
+from devtools.openai_standin.config import DEFAULT_LLM_TTFT_MS, DEFAULT_STT_DELAY_MS, DEFAULT_TTS_TTFB_MS
+from devtools.processes import LocalConvex, start_livekit, start_local_convex, start_openai_standin, start_redis
 from prompts import build_full_prompt
 from services.file_store import local_backend_id
 
@@ -80,6 +83,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
     )
     parser.add_argument("--max-jobs", type=int, help="livekit mode: the worker's AGENT_MAX_JOBS (default: its own)")
     parser.add_argument("--worker-log-dir", type=Path, help="livekit mode: keep the worker logs there")
+    parser.add_argument(
+        "--audio",
+        action="store_true",
+        help="livekit mode: talking calls on the production session against the OpenAI stand-in "
+        "(first_audio_ms, turn_ms per call; rows cache, tts, seed); --joins calls per row",
+    )
+    parser.add_argument("--audio-concurrency", default="1,8", help="--audio: concurrent calls, comma-separated")
+    parser.add_argument("--executors", default="thread,process", help="--audio: the worker's executors")
+    parser.add_argument("--audio-rows", default=",".join(AUDIO_ROWS), help="--audio: rows to run (cache,tts,seed)")
+    parser.add_argument("--stt-delay-ms", type=float, help="--audio: the stand-in's STT delay (default: its own)")
+    parser.add_argument("--llm-ttft-ms", type=float, help="--audio: the stand-in's LLM time to first token")
+    parser.add_argument("--tts-ttfb-ms", type=float, help="--audio: the stand-in's TTS time to first byte")
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     parser.add_argument("--plot", type=Path, help="write the latency distribution of every strategy as PNG")
     args = parser.parse_args(argv)
@@ -261,8 +276,67 @@ async def run(
     return results, latencies
 
 
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+async def run_audio_mode(workload: Workload, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``--audio``: the services once, then every row (see ``bench.loadtest.audio``)."""
+    docs = with_greetings(seed_agents(workload))
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+    with tempfile.TemporaryDirectory(prefix="loadtest-audio-") as tmp, contextlib.ExitStack() as services:
+        seed_file = Path(tmp) / "agents.json"
+        seed_file.write_text(json.dumps({"agents": docs}))
+        convex = start_local_convex(seed=seed_file, latency_ms=workload.latency_ms)
+        services.callback(convex.stop)
+        livekit = start_livekit()
+        services.callback(livekit.stop)
+        standin = start_openai_standin(
+            stt_delay_ms=args.stt_delay_ms, llm_ttft_ms=args.llm_ttft_ms, tts_ttfb_ms=args.tts_ttfb_ms
+        )
+        services.callback(standin.stop)
+        log_dir = args.worker_log_dir or Path(tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        delays = {
+            "stt_delay_ms": DEFAULT_STT_DELAY_MS if args.stt_delay_ms is None else args.stt_delay_ms,
+            "llm_ttft_ms": DEFAULT_LLM_TTFT_MS if args.llm_ttft_ms is None else args.llm_ttft_ms,
+            "tts_ttfb_ms": DEFAULT_TTS_TTFB_MS if args.tts_ttfb_ms is None else args.tts_ttfb_ms,
+        }
+        print(f"audio: OpenAI stand-in delays (ms) {delays}; {workload.joins} calls per row", flush=True)
+        return await run_audio(
+            livekit=livekit,
+            convex=convex,
+            standin=standin,
+            agent_ids=[local_backend_id(i) for i in range(workload.agents)],
+            calls=workload.joins,
+            concurrencies=[int(c) for c in _csv(args.audio_concurrency)],
+            executors=_csv(args.executors),
+            rows=_csv(args.audio_rows),
+            log_dir=log_dir,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     workload, args = parse_args(argv)
+    if args.audio:
+        if args.mode != "livekit":
+            print("--audio applies to --mode livekit only", file=sys.stderr)
+            return 2
+        unknown = set(_csv(args.audio_rows)) - set(AUDIO_ROWS)
+        if unknown or set(_csv(args.executors)) - {"thread", "process"}:
+            print(f"--audio-rows takes {','.join(AUDIO_ROWS)}; --executors takes thread,process", file=sys.stderr)
+            return 2
+        try:
+            audio = asyncio.run(run_audio_mode(workload, args))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("\nloadtest: interrupted; every service it started was stopped", file=sys.stderr)
+            return 130
+        if args.json:
+            write_json(args.json, workload.as_json(), {}, audio)
+        return 0
     strategies = args.strategy or list(STRATEGIES)
     if (args.simulation or args.max_jobs) and args.mode != "livekit":
         print("--simulation and --max-jobs apply to --mode livekit only", file=sys.stderr)

@@ -47,8 +47,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, workload: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:
-    path.write_text(json.dumps({"workload": workload, "strategies": results}, indent=2) + "\n")
+def write_json(
+    path: Path, workload: dict[str, Any], results: dict[str, dict[str, Any]], audio: list[dict[str, Any]] | None = None
+) -> None:
+    """The run's figures; ``audio`` (``--audio``): one entry per row, executor and concurrency."""
+    body: dict[str, Any] = {"workload": workload, "strategies": results}
+    if audio is not None:
+        body["audio"] = audio
+    path.write_text(json.dumps(body, indent=2) + "\n")
 
 
 def plot(path: Path, latencies: dict[str, list[float]], title: str) -> None:
