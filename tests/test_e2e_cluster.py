@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -158,14 +159,37 @@ async def test_two_dispatches_into_one_room_through_two_nodes_give_one_agent(fle
                 for lk in (via_node1, via_node2)
             )
         )
-        # The agent that yields (the worker's room guard) leaves on its own: wait for it.
+        # A caller returns as soon as an agent is ready, maybe before its own dispatch's job
+        # was even offered: wait until both jobs were dealt with (started, yielded to the
+        # other agent or rejected by the worker's room guard), then for the one agent left.
+        decided = await asyncio.to_thread(_wait_for_outcomes, fleet, room, 2, 30)
         settled = await poll_until(lambda: _agents_are(via_node1, room, 1), 20)
         agents = await our_agents(via_node1, room)
         await via_node1.room.delete_room(api.DeleteRoomRequest(room=room))
-    assert settled, [(a.identity, dict(a.attributes)) for a in agents]
     offered = {e["dispatch_id"] for w in fleet.workers for e in w.events("received job request") if e["room"] == room}
+    assert decided, (offered, _outcomes(fleet, room))
     assert len(offered) == 2, offered  # two dispatches (one through each node) reached the workers
+    assert settled, ([(a.identity, dict(a.attributes)) for a in agents], _outcomes(fleet, room))
     assert first.agent_identity == second.agent_identity == agents[0].identity
+
+
+def _outcomes(fleet: Fleet, room: str) -> list[str]:
+    """What the workers did with this room's jobs (``job_rejected`` may come twice for
+    one dispatch: livekit-server offers a rejected job to the other worker)."""
+    names = ("job_started", "job_yielded", "job_rejected")
+    return [name for w in fleet.workers for name in names for e in w.events(name) if e.get("room") == room]
+
+
+def _wait_for_outcomes(fleet: Fleet, room: str, count: int, seconds: float) -> bool:
+    """Block until the workers logged ``count`` outcomes for ``room``'s jobs."""
+    deadline = time.monotonic() + seconds
+    for worker in itertools.cycle(fleet.workers):
+        if len(_outcomes(fleet, room)) >= count:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        worker.wait_for(lambda: len(_outcomes(fleet, room)) >= count, 0.2)
+    return False
 
 
 async def _agents_are(lk: api.LiveKitAPI, room: str, count: int) -> bool:
