@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -182,14 +182,28 @@ def _outcomes(fleet: Fleet, room: str) -> list[str]:
 
 def _wait_for_outcomes(fleet: Fleet, room: str, count: int, seconds: float) -> bool:
     """Block until the workers logged ``count`` outcomes for ``room``'s jobs."""
+    return _wait_for_logs(fleet, lambda: len(_outcomes(fleet, room)) >= count, seconds)
+
+
+def _wait_for_logs(fleet: Fleet, predicate: Callable[[], bool], seconds: float) -> bool:
+    """Block until ``predicate()`` holds after some worker's output, or ``seconds``."""
     deadline = time.monotonic() + seconds
     for worker in itertools.cycle(fleet.workers):
-        if len(_outcomes(fleet, room)) >= count:
+        if predicate():
             return True
         if time.monotonic() > deadline:
             return False
-        worker.wait_for(lambda: len(_outcomes(fleet, room)) >= count, 0.2)
+        worker.wait_for(predicate, 0.2)
     return False
+
+
+def _jobs_started(fleet: Fleet, rooms: set[str]) -> dict[str, int]:
+    counts = dict.fromkeys(rooms, 0)
+    for worker in fleet.workers:
+        for event in worker.events("job_started"):
+            if event["room"] in counts:
+                counts[event["room"]] += 1
+    return counts
 
 
 async def _agents_are(lk: api.LiveKitAPI, room: str, count: int) -> bool:
@@ -307,14 +321,15 @@ async def test_a_node_that_comes_back_takes_rooms_again_and_nothing_is_dispatche
             hosts.add(cluster.room_nodes().get(results[-1].room))
             if node.node_id in hosts:
                 break
+        rooms = {r.room for r in results}
+        # An agent is ready (its attributes) just before its worker logs job_started.
+        logged = await asyncio.to_thread(
+            _wait_for_logs, fleet, lambda: min(_jobs_started(fleet, rooms).values()) >= 1, 20
+        )
         agents = {r.room: await our_agents(lk, r.room) for r in results}
         await hang_up(lk, results)
     assert node.node_id in hosts, f"{node.name} ({node.node_id}) hosted none of {len(results)} rooms: {hosts}"
+    assert logged, _jobs_started(fleet, rooms)
     assert {room: len(a) for room, a in agents.items() if len(a) != 1} == {}
-    rooms = {r.room for r in results}
-    jobs_per_room = {room: 0 for room in rooms}
-    for worker in fleet.workers:
-        for event in worker.events("job_started"):
-            if event["room"] in rooms:
-                jobs_per_room[event["room"]] += 1
+    jobs_per_room = _jobs_started(fleet, rooms)
     assert {room: count for room, count in jobs_per_room.items() if count != 1} == {}, jobs_per_room
