@@ -8,7 +8,7 @@ TOOLS := .tools
 LIVEKIT_SERVER := $(TOOLS)/bin/server
 LIVEKIT_VERSIONS := v1.13.5 v1.13.4 v1.12.0 v1.9.11
 
-.PHONY: worker talk test setup python-deps node-deps web system-deps livekit-server lint typecheck pytest vitest local-convex vectors image
+.PHONY: worker talk test setup python-deps node-deps web system-deps livekit-server lint typecheck pytest vitest local-convex vectors image cluster
 
 worker: setup livekit-server
 	$(PY) -m devtools.devstack
@@ -73,6 +73,11 @@ vitest:
 
 pytest:
 	$(VENV)/bin/pytest -q
+
+# A LiveKit cluster on this machine (docs/fleet.md): redis-server, 2 livekit-server nodes,
+# HAProxy in front, 2 workers on the load balancer's URL; Ctrl-C stops it all.
+cluster: setup livekit-server
+	$(PY) -m devtools.cluster --nodes 2 --workers 2
 
 local-convex: setup
 	npm --prefix convex run local -- --port 3210 --seed seed/demo-agents.json

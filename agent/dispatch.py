@@ -21,12 +21,15 @@ took is never taken for dropped, however slowly its job starts. At the end of an
 its dispatch is deleted (livekit-server then terminates any job it still has, and the
 worker makes a job of a withdrawn dispatch leave) and the next attempt starts after a
 backoff. At most ``attempts`` attempts, so at most about ``attempts * timeout`` seconds.
+An API failure that asking again can fix (the server "unavailable", a broken connection:
+in a cluster, the node hosting the room died and the others have not noticed yet) is
+tried again like a dropped dispatch, within the same time; any other raises at once.
 
 Errors::
 
     DispatchError              no agent; the caller may try again later or tell the caller
     +-- DispatchTimeoutError   every attempt ran out of time (``attempts``, ``seconds``)
-    +-- DispatchApiError       the LiveKit API refused or failed (``from`` its TwirpError)
+    +-- DispatchApiError       the LiveKit API refused, or still failed at the end (``from`` its error)
 """
 
 from __future__ import annotations
@@ -125,18 +128,26 @@ async def dispatch_agent(
     started = time.perf_counter()
     withdrawn: set[str] = set()  # an agent of these is being terminated: never the answer
     dispatches = 0
+    unavailable: Exception | None = None  # the last transient API failure, if the last try had one
     try:
         for attempt in range(1, attempts + 1):
             deadline = loop.time() + timeout
             while True:  # one attempt: a dispatch the server dropped is re-created at once
                 dispatches += 1
-                dispatch = await lk.agent_dispatch.create_dispatch(request)
-                ready = await _wait_ready(lk, room, agent_id, agent_name, dispatch.id, deadline, withdrawn)
+                try:
+                    dispatch = await lk.agent_dispatch.create_dispatch(request)
+                    ready = await _wait_ready(lk, room, agent_id, agent_name, dispatch.id, deadline, withdrawn)
+                    unavailable = None
+                except (api.TwirpError, aiohttp.ClientError) as exc:
+                    if not _transient(exc):
+                        raise
+                    unavailable, ready = exc, _DROPPED  # tried again like a dropped dispatch
                 if isinstance(ready, tuple):
                     identity, dispatch_id = ready
                     seconds = time.perf_counter() - started
                     return DispatchResult(room, identity, dispatch_id or dispatch.id, dispatches, seconds)
-                withdrawn |= await _withdraw(lk, room, agent_name)
+                with contextlib.suppress(api.TwirpError, aiohttp.ClientError):  # still unavailable
+                    withdrawn |= await _withdraw(lk, room, agent_name)
                 # Dropped: ask again soon (jittered, so callers dropped together spread out);
                 # the full exponential backoff is kept for attempts that ran out of time.
                 pause = backoff_delay(1)
@@ -145,6 +156,8 @@ async def dispatch_agent(
                 await asyncio.sleep(pause)
             if attempt < attempts:
                 await asyncio.sleep(backoff_delay(dispatches))
+        if unavailable is not None:
+            raise unavailable
     except (api.TwirpError, aiohttp.ClientError) as exc:
         seconds = time.perf_counter() - started
         raise DispatchApiError(
@@ -207,6 +220,15 @@ async def _wait_ready(
             if not taken and now >= drop_check:
                 return _DROPPED  # no worker took it: livekit-server dropped it
         await asyncio.sleep(min(POLL_SECONDS, max(deadline - now, 0)))
+
+
+def _transient(exc: Exception) -> bool:
+    """An API failure that asking again can fix: the server answered "unavailable" (in a
+    cluster, the node hosting the room died and the others have not noticed yet, about 5 s)
+    or the connection broke. Refused credentials or arguments are never asked again."""
+    if isinstance(exc, api.TwirpError):
+        return exc.status in (502, 503, 504) or exc.code == "unavailable"
+    return isinstance(exc, aiohttp.ClientConnectionError)
 
 
 async def _taken(lk: api.LiveKitAPI, room: str, dispatch_id: str) -> bool:
