@@ -12,16 +12,18 @@ it speaks through the session's live TTS and never waits for the cache.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Literal
 
 import openai as openai_sdk
 import structlog
 from livekit import rtc
+from livekit.agents import AgentSession
 
-from agent.models import openai_client
+from agent.models import SessionPlan, openai_client
 from agent.voice_options import TTS_SAMPLE_RATE, VoiceOptions
-from services import AgentConfigService
+from services import AgentConfigService, PromptResult, metrics
 from services.greeting_cache import MAX_GREETING_BYTES, GreetingAudio, greeting_key
 from services.models import AgentConfig
 
@@ -94,3 +96,48 @@ class GreetingSynthesizer:
                     return None
                 chunks.append(chunk)
         return b"".join(chunks)
+
+
+CALLER_LINK_SECONDS = 3.0
+"""How long the greeting waits for the session to link the caller (then it goes anyway)."""
+
+
+async def caller_linked(session: AgentSession[None], within: float) -> bool:
+    """Wait until the session's room I/O has linked the caller, at most ``within`` seconds.
+
+    livekit links the caller asynchronously, just after ``session.start`` returns, and a
+    transcript said before that is reset when the link is made: with the transcript sent
+    as soon as it is known (``agent.models.ROOM_OPTIONS``) the greeting's words never
+    reached a caller who joined a few milliseconds late (seen in the browser test). The
+    link has no event to await; it is polled."""
+    deadline = time.monotonic() + within
+    while session.room_io.linked_participant is None:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def greet(plan: SessionPlan, service: AgentConfigService | None, result: PromptResult) -> GreetingSource | None:
+    """Speak the configured greeting with ``say`` (no LLM): from the cached audio of this
+    version and voice if this process or the host tier holds it, else (or without a
+    ``service`` to ask: the cache is off) through the live TTS."""
+    if plan.voice is None:  # a factory that states no voice (text-only fakes): say the text
+        greeting = result.agent.config.get("greeting")
+        text = greeting.strip() if isinstance(greeting, str) else ""
+        if not text:
+            return None
+        plan.session.say(text)
+        metrics.GREETINGS.labels(source="tts").inc()
+        return "tts"
+    if plan.voice.greeting is None:
+        return None
+    key = key_for(result.agent, plan.voice)
+    audio = None if service is None else service.greeting_audio(result.agent.agent_id, key)
+    if audio is not None:
+        plan.session.say(plan.voice.greeting, audio=pcm_frames(audio))
+    else:
+        plan.session.say(plan.voice.greeting)
+    source: GreetingSource = "cache" if audio is not None else "tts"
+    metrics.GREETINGS.labels(source=source).inc()
+    return source

@@ -30,14 +30,14 @@ from agent.capacity import (
     report_status_every,
 )
 from agent.connect_gate import CONNECT_GATE
-from agent.greeting import GreetingSource, GreetingSynthesizer, key_for, pcm_frames
+from agent.greeting import CALLER_LINK_SECONDS, GreetingSynthesizer, caller_linked, greet
 from agent.llm_cache import CachedTokens
-from agent.models import SessionPlan, load_local_models, load_session_factory
+from agent.models import load_local_models, load_session_factory
 from agent.service_holder import close_service, get_service, prepare_host_tier
 from agent.settings import DEFAULT_MODEL_FACTORY, WorkerSettings, server_api_url
 from agent.targeting import JobTarget, JobTargetError, resolve_target, room_name_for
 from agent.tenancy import OrganizationNotServedError, check_organization, serves, warn_if_unrestricted
-from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult, metrics
+from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
 from services.hints import clip
 from services.logging import forward_events_to_the_worker, prompt_fingerprint
 from services.models import format_version
@@ -383,9 +383,6 @@ async def _start_session(
         agent=Agent(instructions=result.prompt), room=ctx.room, room_options=plan.room_options, record=False
     )
     timings["sessionStartedMs"] = _ms(started)
-    # The greeting first: its audio goes out once the caller subscribes, while the
-    # attributes below make their round trip to the server.
-    watch.greeting_source = greet(plan, service if settings.greeting_cache else None, result)
     await ctx.room.local_participant.set_attributes(
         {
             "agentId": target.agent_id,
@@ -394,29 +391,6 @@ async def _start_session(
             "promptStale": "true" if result.stale else "false",
         }
     )
+    await caller_linked(plan.session, CALLER_LINK_SECONDS)
+    watch.greeting_source = greet(plan, service if settings.greeting_cache else None, result)
     return result, timings
-
-
-def greet(plan: SessionPlan, service: AgentConfigService | None, result: PromptResult) -> GreetingSource | None:
-    """Speak the configured greeting with ``say`` (no LLM): from the cached audio of this
-    version and voice if this process or the host tier holds it, else (or without a
-    ``service`` to ask: the cache is off) through the live TTS."""
-    if plan.voice is None:  # a factory that states no voice (text-only fakes): say the text
-        greeting = result.agent.config.get("greeting")
-        text = greeting.strip() if isinstance(greeting, str) else ""
-        if not text:
-            return None
-        plan.session.say(text)
-        metrics.GREETINGS.labels(source="tts").inc()
-        return "tts"
-    if plan.voice.greeting is None:
-        return None
-    key = key_for(result.agent, plan.voice)
-    audio = None if service is None else service.greeting_audio(result.agent.agent_id, key)
-    if audio is not None:
-        plan.session.say(plan.voice.greeting, audio=pcm_frames(audio))
-    else:
-        plan.session.say(plan.voice.greeting)
-    source: GreetingSource = "cache" if audio is not None else "tts"
-    metrics.GREETINGS.labels(source=source).inc()
-    return source

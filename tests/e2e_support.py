@@ -71,9 +71,10 @@ class Worker:
         self.process.wait(10)
 
 
-def start_worker(livekit: LiveKitServer, convex: LocalConvex, *args: str, **env: str) -> Worker:
-    """``python -m agent start`` with the fake LLM; returns once it has registered."""
-    full_env = {
+def services_env(livekit: LiveKitServer, convex: LocalConvex) -> dict[str, str]:
+    """This environment without the project's settings, plus the test's LiveKit server,
+    the worker's dispatch name and the local Convex backend."""
+    return {
         **project_free_env(),
         "LIVEKIT_URL": livekit.url,
         "LIVEKIT_API_KEY": livekit.api_key,
@@ -81,6 +82,13 @@ def start_worker(livekit: LiveKitServer, convex: LocalConvex, *args: str, **env:
         "AGENT_NAME": AGENT_NAME,
         "CONVEX_URL": convex.url,
         "CONVEX_DEPLOY_KEY": convex.deploy_key,
+    }
+
+
+def start_worker(livekit: LiveKitServer, convex: LocalConvex, *args: str, **env: str) -> Worker:
+    """``python -m agent start`` with the fake LLM; returns once it has registered."""
+    full_env = {
+        **services_env(livekit, convex),
         "PROMPT_REFRESH_SECONDS": "0.5",
         "AGENT_MODEL_FACTORY": "devtools.fake_models:fake_session",
         "LOG_FORMAT": "json",

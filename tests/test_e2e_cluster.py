@@ -168,7 +168,9 @@ async def test_two_dispatches_into_one_room_through_two_nodes_give_one_agent(fle
         await via_node1.room.delete_room(api.DeleteRoomRequest(room=room))
     offered = {e["dispatch_id"] for w in fleet.workers for e in w.events("received job request") if e["room"] == room}
     assert decided, (offered, _outcomes(fleet, room))
-    assert len(offered) == 2, offered  # two dispatches (one through each node) reached the workers
+    # Both dispatches (one through each node) reached the workers; a dispatcher that found its
+    # dispatch not yet listed re-creates it (dispatch_agent), which only adds offers.
+    assert len(offered) >= 2, offered
     assert settled, ([(a.identity, dict(a.attributes)) for a in agents], _outcomes(fleet, room))
     assert first.agent_identity == second.agent_identity == agents[0].identity
 

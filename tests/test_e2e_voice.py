@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,10 @@ from agent.dispatch import dispatch_agent
 from agent.llm_cache import prompt_cache_key
 from agent.targeting import room_name_for
 from devtools.caller import Caller, Transcript, caller_token
-from devtools.processes import LiveKitServer, LocalConvex, OpenAIStandin, ServiceStartError, start_openai_standin
+from devtools.processes import LiveKitServer, LocalConvex, OpenAIStandin
 from services.file_store import local_backend_id
-from tests.conftest import REPO, project_free_env, unavailable
-from tests.e2e_support import AGENT_NAME, Worker, server_api, start_worker, watch
+from tests.conftest import REPO
+from tests.e2e_support import AGENT_NAME, Worker, server_api, services_env, start_worker, watch
 
 pytestmark = pytest.mark.e2e
 PRIYA = local_backend_id(0)
@@ -40,17 +39,6 @@ MARCO_GREETING = "Trattoria Marco, buongiorno!"
 QUESTION = "What are your opening hours?"  # in the stand-in's phrase book: transcribed as these words
 BOOKING = "I would like to book a table for two."
 HEAR_SECONDS = 30.0
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[OpenAIStandin]:
-    try:
-        server = start_openai_standin()
-    except ServiceStartError as exc:
-        unavailable(str(exc))
-        raise
-    yield server
-    server.stop()
 
 
 def voice_env(standin: OpenAIStandin, **extra: str) -> dict[str, str]:
@@ -120,21 +108,20 @@ async def wait_for_log(worker: Worker, predicate: Any, seconds: float = 30) -> N
 
 @pytest.mark.parametrize("executor", ["thread", "process"])
 async def test_the_caller_hears_the_greeting_and_a_spoken_answer_to_what_they_said(
-    livekit: LiveKitServer, convex: LocalConvex, standin: OpenAIStandin, executor: str
+    livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAIStandin, executor: str
 ) -> None:
-    standin.reset()
-    worker = start_worker(livekit, convex, **voice_env(standin, AGENT_EXECUTOR=executor))
+    worker = start_worker(livekit, convex, **voice_env(openai_standin, AGENT_EXECUTOR=executor))
     try:
         async with server_api(livekit) as lk:
             caller, _ = await call(livekit, lk, PRIYA, f"voice-{executor}")
             try:
                 await hear_greeting(caller, PRIYA_GREETING)
-                assert standin.stats()["chats"] == 0, "the greeting asked the LLM"
+                assert openai_standin.stats()["chats"] == 0, "the greeting asked the LLM"
                 await ask_and_hear_the_answer(caller, QUESTION)
             finally:
                 await caller.hang_up()
         document = agent_document(convex, PRIYA)
-        last_chat = standin.stats()["last_chat"]
+        last_chat = openai_standin.stats()["last_chat"]
         assert last_chat["messages"][0] == {"role": "system", "sha256": sha256(document["fullPrompt"])}
         assert last_chat["prompt_cache_key"] == prompt_cache_key(PRIYA, document["updatedAt"])
         timing = await job_timings(worker, f"voice-{executor}")
@@ -145,10 +132,9 @@ async def test_the_caller_hears_the_greeting_and_a_spoken_answer_to_what_they_sa
 
 
 async def test_a_second_call_plays_the_greeting_from_the_cache_and_an_edit_changes_it(
-    livekit: LiveKitServer, convex: LocalConvex, standin: OpenAIStandin
+    livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAIStandin
 ) -> None:
-    standin.reset()
-    worker = start_worker(livekit, convex, **voice_env(standin))
+    worker = start_worker(livekit, convex, **voice_env(openai_standin))
     new_greeting = "Smile Bright Dental, Priya speaking."
     try:
         await wait_for_log(worker, lambda: bool(worker.events("worker_configured")))
@@ -158,10 +144,10 @@ async def test_a_second_call_plays_the_greeting_from_the_cache_and_an_edit_chang
             await first.hang_up()
             await wait_for_log(worker, lambda: bool(worker.events("greeting_cached")))
 
-            speech_before = standin.stats()["requests"].get("/v1/audio/speech", 0)
+            speech_before = openai_standin.stats()["requests"].get("/v1/audio/speech", 0)
             second, _ = await call(livekit, lk, PRIYA, "cache-2")
             await hear_greeting(second, PRIYA_GREETING)
-            assert standin.stats()["requests"].get("/v1/audio/speech", 0) == speech_before, (
+            assert openai_standin.stats()["requests"].get("/v1/audio/speech", 0) == speech_before, (
                 "the greeting was synthesized again"
             )
             await second.hang_up()
@@ -174,7 +160,7 @@ async def test_a_second_call_plays_the_greeting_from_the_cache_and_an_edit_chang
                 return any(e.get("updatedAt") == edited for e in worker.events("greeting_cached"))
 
             await wait_for_log(worker, new_version_cached)  # the refresher reloaded the hot agent
-            assert sha256(new_greeting) in standin.stats()["speech_inputs"]
+            assert sha256(new_greeting) in openai_standin.stats()["speech_inputs"]
             third, _ = await call(livekit, lk, PRIYA, "cache-3")
             await hear_greeting(third, new_greeting)
             await third.hang_up()
@@ -184,12 +170,12 @@ async def test_a_second_call_plays_the_greeting_from_the_cache_and_an_edit_chang
 
 
 async def test_a_hang_up_ends_the_job_at_once_not_when_the_server_closes_the_room(
-    livekit: LiveKitServer, convex: LocalConvex, standin: OpenAIStandin
+    livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAIStandin
 ) -> None:
     """The caller leaves: the job ends and frees its slot. The room is made to outlive
     the caller by minutes (``departure_timeout``), so a job that waited for livekit-server
     to close it would still be running when this test gives up."""
-    worker = start_worker(livekit, convex, **voice_env(standin))
+    worker = start_worker(livekit, convex, **voice_env(openai_standin))
     room = room_name_for(PRIYA, "hang-up")
     try:
         async with server_api(livekit) as lk:
@@ -211,10 +197,9 @@ async def test_a_hang_up_ends_the_job_at_once_not_when_the_server_closes_the_roo
 
 
 async def test_a_realtime_agent_greets_and_answers(
-    livekit: LiveKitServer, convex: LocalConvex, standin: OpenAIStandin
+    livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAIStandin
 ) -> None:
-    standin.reset()
-    worker = start_worker(livekit, convex, **voice_env(standin))
+    worker = start_worker(livekit, convex, **voice_env(openai_standin))
     try:
         async with server_api(livekit) as lk:
             caller, _ = await call(livekit, lk, MARCO, "realtime")
@@ -223,7 +208,7 @@ async def test_a_realtime_agent_greets_and_answers(
                 await ask_and_hear_the_answer(caller, BOOKING)
             finally:
                 await caller.hang_up()
-        assert standin.stats()["requests"].get("/v1/realtime", 0) >= 1
+        assert openai_standin.stats()["requests"].get("/v1/realtime", 0) >= 1
     finally:
         worker.stop()
 
@@ -252,7 +237,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "None"}
 
 
 async def test_dev_mode_reaches_no_host_but_the_configured_ones_and_its_turns_commit(
-    livekit: LiveKitServer, convex: LocalConvex, standin: OpenAIStandin, tmp_path: Path
+    livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAIStandin, tmp_path: Path
 ) -> None:
     """``python -m agent dev`` (livekit's dev mode) with every host name the worker's
     Python code looks up or connects to recorded by an audit hook: only loopback (the
@@ -260,19 +245,12 @@ async def test_dev_mode_reaches_no_host_but_the_configured_ones_and_its_turns_co
     spoken answer (the turn committed without LiveKit Cloud's turn detector)."""
     (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
     audit = tmp_path / "hosts.txt"
-    standin.reset()
     env = {
-        **project_free_env(),
-        "LIVEKIT_URL": livekit.url,
-        "LIVEKIT_API_KEY": livekit.api_key,
-        "LIVEKIT_API_SECRET": livekit.api_secret,
-        "AGENT_NAME": AGENT_NAME,
-        "CONVEX_URL": convex.url,
-        "CONVEX_DEPLOY_KEY": convex.deploy_key,
+        **services_env(livekit, convex),
         "LOG_FORMAT": "json",
         "NET_AUDIT_FILE": str(audit),
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
-        **voice_env(standin),
+        **voice_env(openai_standin),
     }
     worker = start_dev_worker(env)
     try:

@@ -31,8 +31,8 @@ from devtools.chromium import BrowserError, Chromium
 from devtools.openai_standin.hearing import DEFAULT_PHRASES
 from devtools.processes import LiveKitServer, LocalConvex, OpenAIStandin, free_port
 from devtools.speech import speak, wav_bytes
-from tests.conftest import REPO, demo_agents, project_free_env, unavailable
-from tests.e2e_support import AGENT_NAME, Worker, start_worker
+from tests.conftest import REPO, demo_agents, unavailable
+from tests.e2e_support import Worker, services_env, start_worker
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 PHRASE = "What are your opening hours?"
@@ -149,16 +149,7 @@ def worker(livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAISt
 
 @pytest.fixture
 def talk(livekit: LiveKitServer, convex: LocalConvex) -> Iterator[TalkServer]:
-    env = {
-        **project_free_env(),
-        "LIVEKIT_URL": livekit.url,
-        "LIVEKIT_API_KEY": livekit.api_key,
-        "LIVEKIT_API_SECRET": livekit.api_secret,
-        "AGENT_NAME": AGENT_NAME,
-        "CONVEX_URL": convex.url,
-        "CONVEX_DEPLOY_KEY": convex.deploy_key,
-    }
-    server = start_talk(env)
+    server = start_talk(services_env(livekit, convex))
     yield server
     assert server.stop() == 0, "talk server did not exit cleanly on SIGTERM:\n" + "\n".join(server.lines[-20:])
 
