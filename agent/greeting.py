@@ -22,7 +22,7 @@ from livekit import rtc
 from livekit.agents import AgentSession
 
 from agent.models import SessionPlan, openai_client
-from agent.voice_options import TTS_SAMPLE_RATE, VoiceOptions
+from agent.voice_options import TTS_SAMPLE_RATE, VoiceOptions, greeting_text
 from services import AgentConfigService, PromptResult, metrics
 from services.greeting_cache import MAX_GREETING_BYTES, GreetingAudio, greeting_key
 from services.models import AgentConfig
@@ -122,22 +122,17 @@ def greet(plan: SessionPlan, service: AgentConfigService | None, result: PromptR
     """Speak the configured greeting with ``say`` (no LLM): from the cached audio of this
     version and voice if this process or the host tier holds it, else (or without a
     ``service`` to ask: the cache is off) through the live TTS."""
-    if plan.voice is None:  # a factory that states no voice (text-only fakes): say the text
-        greeting = result.agent.config.get("greeting")
-        text = greeting.strip() if isinstance(greeting, str) else ""
-        if not text:
-            return None
-        plan.session.say(text)
-        metrics.GREETINGS.labels(source="tts").inc()
-        return "tts"
-    if plan.voice.greeting is None:
+    text = greeting_text(result.agent.config) if plan.voice is None else plan.voice.greeting
+    if text is None:
         return None
-    key = key_for(result.agent, plan.voice)
-    audio = None if service is None else service.greeting_audio(result.agent.agent_id, key)
+    # A factory that states no voice (text-only fakes) has no cached sound: it says the text.
+    audio = None
+    if service is not None and plan.voice is not None:
+        audio = service.greeting_audio(result.agent.agent_id, key_for(result.agent, plan.voice))
     if audio is not None:
-        plan.session.say(plan.voice.greeting, audio=pcm_frames(audio))
+        plan.session.say(text, audio=pcm_frames(audio))
     else:
-        plan.session.say(plan.voice.greeting)
+        plan.session.say(text)
     source: GreetingSource = "cache" if audio is not None else "tts"
     metrics.GREETINGS.labels(source=source).inc()
     return source

@@ -73,8 +73,13 @@ class VoiceOptions:
             temperature=float(temperature)
             if pipeline == "pipeline" and isinstance(temperature, int | float) and not isinstance(temperature, bool)
             else None,
-            greeting=_text(config.get("greeting")),
+            greeting=greeting_text(config),
         )
+
+
+def greeting_text(config: Mapping[str, Any]) -> str | None:
+    """The config's greeting, trimmed; None when there is none to say."""
+    return _text(config.get("greeting"))
 
 
 def _text(value: object) -> str | None:

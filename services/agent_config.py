@@ -354,7 +354,8 @@ class AgentConfigService:
     async def _prefetch_on_loop(self, agent_id: str, hint: float | None) -> None:
         with contextlib.suppress(AgentConfigError):
             result = await self._resolve_on_loop(agent_id, hint)
-            self._notify(result.agent)
+            if result.source == "ram":  # a load (from Redis or the store) has notified already
+                self._notify(result.agent)
 
     def _notify(self, agent: AgentConfig) -> None:
         """Hand a loaded version to the listeners, in the background (on the service loop)."""
