@@ -32,7 +32,9 @@ from agent.capacity import (
 from agent.connect_gate import CONNECT_GATE
 from agent.greeting import CALLER_LINK_SECONDS, GreetingSynthesizer, caller_linked, greet
 from agent.llm_cache import CachedTokens
+from agent.loop_lag import LoopLag
 from agent.models import load_local_models, load_session_factory
+from agent.process_gauges import watch_loop
 from agent.service_holder import close_service, get_service, prepare_host_tier
 from agent.settings import DEFAULT_MODEL_FACTORY, WorkerSettings, server_api_url
 from agent.targeting import JobTarget, JobTargetError, resolve_target, room_name_for
@@ -150,6 +152,7 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
 
     @server.on("worker_started")
     def _start_main_service() -> None:
+        watch_loop(asyncio.get_running_loop())
         log.info("worker_capacity", maxJobs=policy.max_jobs, targetLoad=policy.target_load,
                  cpuSaturation=settings.cpu_saturation)  # fmt: skip
         if settings.cpu_saturation <= 1:
@@ -293,8 +296,12 @@ async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfi
     ctx.proc.userdata["job_started_at"] = time.time()  # wall clock, for probes and diagnostics
     job_log = log.bind(room=clip(ctx.job.room.name), jobId=clip(ctx.job.id))
 
+    watch_loop(asyncio.get_running_loop())
+    lag = LoopLag()
+    lag.start()
+
     async def job_ended(reason: str) -> None:
-        job_log.info("job_ended", reason=clip(reason), durationMs=_ms(started))
+        job_log.info("job_ended", reason=clip(reason), durationMs=_ms(started), **(await lag.stop()))
 
     ctx.add_shutdown_callback(job_ended)
     process_mode = ctx.proc.executor_type == JobExecutorType.PROCESS

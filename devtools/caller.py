@@ -279,20 +279,64 @@ async def scripted_call(url: str, token: str, question: str | None, within: floa
         print("done", flush=True)
 
 
+TALK_PHRASES = (
+    "What are your opening hours?",
+    "I would like to book a table for two.",
+    "Do you have a vegetarian menu?",
+    "Where are you located?",
+)
+"""What a talking caller says, in turn: phrases of the stand-in's phrase book."""
+
+
+async def talking_call(url: str, token: str, talk_seconds: float, pause_seconds: float, within: float) -> None:
+    """A call held for ``talk_seconds``: the greeting, then turns (wait for the agent to
+    finish, pause, speak a phrase, hear the reply) until the time is up. Lines on stdout:
+    ``joined``, ``greeting``, one ``turn <said> <reply>`` per turn, ``gaps <count>
+    <longest>``, ``done``; ``error <why>`` where a step did not come (the call is lost)."""
+    caller = Caller("caller")
+    try:
+        await caller.join(url, token)
+        print(f"joined {time.monotonic():.6f}", flush=True)
+        greeting = await caller.first_agent_audio(within)
+        print(f"greeting {greeting:.6f}", flush=True)
+        deadline = greeting + talk_seconds
+        turn = 0
+        while time.monotonic() < deadline:
+            await caller.agent_quiet(within)
+            await asyncio.sleep(pause_seconds)  # the caller's own pace, not a wait for an event
+            ended = await caller.say(TALK_PHRASES[turn % len(TALK_PHRASES)])
+            reply = await caller.agent_audio_after(ended, within)
+            print(f"turn {ended:.6f} {reply:.6f}", flush=True)
+            turn += 1
+        await caller.agent_quiet(within)
+    except (CallerError, rtc.ConnectError) as exc:
+        print(f"error {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+    finally:
+        print(f"gaps {len(caller.audio.gaps)} {max(caller.audio.gaps, default=0.0):.6f}", flush=True)
+        await caller.hang_up()
+        print("done", flush=True)
+
+
 async def serve(within: float) -> None:
     """Calls one after another, each asked for by a JSON line on stdin
-    (``{"url", "token", "question"}``): a caller process kept for many calls pays its start
+    (``{"url", "token", "question"}``, or ``{"url", "token", "talk_seconds",
+    "pause_seconds"}`` for a talking call, see ``talking_call``): a caller process kept for many calls pays its start
     (importing livekit: about a second of CPU) once, not on every call of a load test."""
     loop = asyncio.get_running_loop()
     while line := await loop.run_in_executor(None, sys.stdin.readline):
         try:
             order = json.loads(line)
             url, token, question = str(order["url"]), str(order["token"]), order.get("question")
+            talk_seconds = float(order.get("talk_seconds") or 0)
+            pause_seconds = float(order.get("pause_seconds") or 1.0)
         except (ValueError, KeyError, TypeError) as exc:
             print(f"error bad order: {type(exc).__name__}", flush=True)
             print("done", flush=True)
             continue
-        await scripted_call(url, token, str(question) if question else None, within)
+        if talk_seconds > 0:
+            await talking_call(url, token, talk_seconds, pause_seconds, within)
+        else:
+            await scripted_call(url, token, str(question) if question else None, within)
 
 
 def main(argv: list[str] | None = None) -> int:

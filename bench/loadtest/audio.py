@@ -113,10 +113,20 @@ def worker_env(livekit: LiveKitServer, convex: LocalConvex, standin: OpenAIStand
     }
 
 
-async def start_worker(module: str, env: dict[str, str], log: IO[str], log_path: Path) -> asyncio.subprocess.Process:
+async def start_worker(
+    module: str, env: dict[str, str], log: IO[str], log_path: Path, *, cpus: set[int] | None = None
+) -> asyncio.subprocess.Process:
+    """``python -m <module> start``, waited for until it registered; ``cpus``: the only CPUs
+    it (and every process it starts) may run on."""
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, "start", cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True
-    )
+        sys.executable, "-m", module, "start", cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True,
+        preexec_fn=pin,
+    )  # fmt: skip
     for _ in range(1200):
         await asyncio.sleep(0.1)
         text = await asyncio.to_thread(log_path.read_text)
