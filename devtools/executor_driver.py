@@ -36,10 +36,10 @@ from typing import Any
 from livekit.agents import AgentServer
 from livekit.protocol import models
 
-from agent.service_holder import get_service, remove_host_directory
+from agent.admission.targeting import JobTargetError, resolve_target
+from agent.prewarm.service_holder import get_service, remove_host_directory
+from agent.server import build_server
 from agent.settings import WorkerSettings
-from agent.targeting import JobTargetError, resolve_target
-from agent.worker import build_server
 
 JOIN_TIMEOUT_SECONDS = 60.0
 CLOSE_TIMEOUT_SECONDS = 15.0

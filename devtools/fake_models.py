@@ -19,7 +19,7 @@ from livekit.agents import AgentSession, APIConnectOptions, get_job_context, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import shortuuid
 
-from agent.models import SessionPlan
+from agent.sessions.factory import SessionPlan
 from services.logging import prompt_fingerprint
 from services.models import PromptResult
 

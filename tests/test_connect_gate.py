@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from agent.connect_gate import ConnectGate
+from agent.connect.gate import ConnectGate
 
 
 class Clock:

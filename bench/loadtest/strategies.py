@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from agent.targeting import room_name_for
+from agent.admission.targeting import room_name_for
 from bench.loadtest.baselines import NoCacheService, Resolved, SeedAgentConfigService
 from bench.loadtest.checker import Served
 from devtools.fake_models import prompt_tag

@@ -20,8 +20,8 @@ import structlog
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import AgentStateChangedEvent, CloseEvent, ConversationItemAddedEvent
 
-from agent.greeting import GreetingSource
-from agent.llm_cache import CachedTokens
+from agent.sessions.greeting import GreetingSource
+from agent.sessions.provider_cache import CachedTokens
 from services.hints import clip
 
 log = structlog.get_logger("agent.worker")
