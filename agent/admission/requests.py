@@ -28,7 +28,6 @@ async def accept_or_reject(
     request: JobRequest,
     settings: WorkerSettings,
     service: AgentConfigService | None = None,
-    lk: api.LiveKitAPI | None = None,
 ) -> None:
     """Runs on the main process before any executor is spent on the job."""
     try:
@@ -57,7 +56,7 @@ async def accept_or_reject(
     # Start resolving now: it overlaps with the executor starting the job (and the room
     # check below), and in PROCESS mode with Redis it leaves the prompt in the shared tier.
     service.prefetch(target.agent_id, updated_at=target.updated_at)
-    if await _room_has_our_agent(request, settings, lk):
+    if await _room_has_our_agent(request, settings):
         log.warning(
             "job_rejected", room=clip(request.room.name), jobId=clip(request.job.id), reason="room has an agent"
         )
@@ -87,13 +86,11 @@ async def close_main_process_api() -> None:
         await client.aclose()
 
 
-async def _room_has_our_agent(request: JobRequest, settings: WorkerSettings, lk: api.LiveKitAPI | None) -> bool:
+async def _room_has_our_agent(request: JobRequest, settings: WorkerSettings) -> bool:
     """One agent per room. A failed check lets the job in: a caller left alone is worse
     than a rare second agent, and the job checks again once connected."""
     try:
-        live = await room_guard.room_live_agents(
-            lk or _main_process_api(settings), request.room.name, settings.agent_name
-        )
+        live = await room_guard.room_live_agents(_main_process_api(settings), request.room.name, settings.agent_name)
     except Exception as exc:  # noqa: BLE001 - logged, the job goes on
         log.warning(
             "room_check_failed", room=clip(request.room.name), jobId=clip(request.job.id), error=type(exc).__name__

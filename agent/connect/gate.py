@@ -59,13 +59,6 @@ class ConnectGate:
         with self._lock:
             self._holders.pop(token, None)
 
-    @property
-    def busy(self) -> bool:
-        """Every turn is taken."""
-        with self._lock:
-            self._expire(self._clock())
-            return len(self._holders) >= self.width
-
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         """Wait for a turn on the current loop; cancelling the wait holds nothing."""
