@@ -45,7 +45,6 @@ async def entrypoint(ctx: JobContext) -> None:
 
 async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfigService | None = None) -> None:
     started = time.perf_counter()
-    ctx.proc.userdata["job_started_at"] = time.time()  # wall clock, for probes and diagnostics
     job_log = log.bind(room=clip(ctx.job.room.name), jobId=clip(ctx.job.id))
 
     async def job_ended(reason: str) -> None:
@@ -110,7 +109,6 @@ async def _start_session(
         result = await service.get_full_prompt(target.agent_id, updated_at=target.updated_at)
         check_organization(settings.organizations, target.agent_id, result.agent.organization_id)
         timings["promptResolvedMs"] = _ms(started)
-        ctx.proc.userdata["prompt_resolved_at"] = time.time()  # wall clock, for probes
         return result
 
     # The prompt resolves while the room connects. Neither is cancelled when the other
