@@ -18,7 +18,7 @@ from livekit.agents import Agent, JobContext, JobExecutorType
 from agent.admission.targeting import JobTarget, JobTargetError, resolve_target
 from agent.admission.tenancy import OrganizationNotServedError, check_organization
 from agent.connect.room import connect_and_check, finish
-from agent.prewarm.service_holder import close_service, get_service
+from agent.service_holder import close_service, get_service
 from agent.sessions.call_watch import CallWatch
 from agent.sessions.call_watch import elapsed_ms as _ms
 from agent.sessions.factory import load_session_factory

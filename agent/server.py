@@ -27,7 +27,7 @@ from agent.admission.tenancy import warn_if_unrestricted
 from agent.connect.gate import CONNECT_GATE
 from agent.job import entrypoint
 from agent.prewarm.job_process import prewarm
-from agent.prewarm.service_holder import get_service, prepare_host_tier
+from agent.service_holder import get_service, prepare_host_tier
 from agent.sessions.greeting import GreetingSynthesizer
 from agent.settings import DEFAULT_MODEL_FACTORY, WorkerSettings
 

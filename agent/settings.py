@@ -10,7 +10,6 @@ import structlog
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.admission.tenancy import parse_organizations
 from services.settings import SettingsError
 
 log = structlog.get_logger(__name__)
@@ -33,6 +32,14 @@ def warn_renamed_settings(environ: Mapping[str, str]) -> None:
     spec = environ.get("AGENT_MODEL_FACTORY", "")
     if spec in RENAMED_MODEL_FACTORIES:
         log.warning("setting_renamed", setting="AGENT_MODEL_FACTORY", old=spec, new=RENAMED_MODEL_FACTORIES[spec])
+
+
+def parse_organizations(value: str | None) -> frozenset[str] | None:
+    """``"org_a, org_b"`` -> the set; unset or blank -> ``None`` (every organization)."""
+    if value is None or not value.strip():
+        return None
+    names = frozenset(part.strip() for part in value.split(",") if part.strip())
+    return names or None
 
 
 def server_api_url(livekit_url: str) -> str:

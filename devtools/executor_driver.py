@@ -43,8 +43,8 @@ from livekit.protocol import models
 from structlog.typing import EventDict
 
 from agent.admission.targeting import JobTargetError, resolve_target
-from agent.prewarm.service_holder import get_service, remove_host_directory
 from agent.server import build_server
+from agent.service_holder import get_service, remove_host_directory
 from agent.settings import WorkerSettings
 from services.hints import clip
 

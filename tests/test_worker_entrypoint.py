@@ -22,8 +22,8 @@ from agent.admission import requests as admission_requests
 from agent.admission.requests import accept_or_reject
 from agent.admission.targeting import room_name_for
 from agent.job import run_job
-from agent.prewarm.service_holder import close_service
 from agent.server import build_server
+from agent.service_holder import close_service
 from agent.sessions.factory import SessionPlan
 from agent.settings import WorkerSettings
 from devtools.fake_models import fake_session, prompt_tag

@@ -10,7 +10,7 @@ from livekit.agents import JobRequest
 from agent.admission import room_guard
 from agent.admission.targeting import JobTargetError, resolve_target
 from agent.admission.tenancy import serves
-from agent.prewarm.service_holder import get_service
+from agent.service_holder import get_service
 from agent.settings import WorkerSettings, server_api_url
 from services import AgentConfigService
 from services.hints import clip

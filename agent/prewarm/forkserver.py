@@ -5,7 +5,8 @@ in ``preload_modules`` (the worker lists this one). A job process then starts wi
 in copy-on-write memory instead of importing and building them itself, which on a busy
 host is most of a job process's start-up CPU:
 
-- ``agent.server``, the job's module (``agent.job``) and all they import (services, tiers, clients):
+- what a job process runs, the job (``agent.job``) and its prewarm
+  (``agent.prewarm.job_process``), and all they import (services, tiers, clients):
   about 270 ms of imports per process;
 - the TLS contexts built per process on a job's way to its first call (the service's
   Convex client; livekit-agents' HTTP session, which ``JobContext.api`` opens for the
@@ -33,7 +34,9 @@ from livekit.agents.llm import async_toolset  # noqa: F401 - imported by every A
 from livekit.agents.utils import http_context
 from livekit.agents.voice import report  # noqa: F401 - imported by the report made at every session's end
 
-import agent.server  # noqa: F401 - imported for its side effect: the job module, loaded once
+# Imported for their side effect: what every job process runs, loaded once.
+import agent.job  # the job's module
+import agent.prewarm.job_process  # noqa: F401 - the prewarm every job process runs first
 from agent.prewarm.local_models import load_local_models
 from agent.sessions.factory import ModelFactoryError, load_session_factory
 from agent.settings import DEFAULT_MODEL_FACTORY, current_model_factory

@@ -11,7 +11,7 @@ from livekit.agents import JobExecutorType, JobProcess
 from agent.admission.targeting import JobTargetError, resolve_target, room_name_for
 from agent.admission.tenancy import check_organization
 from agent.prewarm.local_models import load_local_models
-from agent.prewarm.service_holder import get_service
+from agent.service_holder import get_service
 from agent.settings import DEFAULT_MODEL_FACTORY, WorkerSettings
 from services.logging import forward_events_to_the_worker
 
