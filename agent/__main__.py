@@ -11,6 +11,7 @@ never when a module is imported.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from dotenv import load_dotenv
 from livekit.agents import cli
 from livekit.agents.cli import cli as livekit_cli
 
-from agent.settings import WorkerSettings
-from agent.worker import build_server
+from agent.server import build_server
+from agent.settings import WorkerSettings, warn_renamed_settings
 from services import ServiceSettings, SettingsError
 from services.logging import configure_logging
 
@@ -69,6 +70,7 @@ def main() -> int:
     # livekit has set up its loggers.
     configure_logging(json_logs=json_logs, level=settings.log_level)
     use_structlog_for_livekit(level=settings.log_level, json_logs=json_logs)
+    warn_renamed_settings(os.environ)
     server = build_server(settings)
 
     @server.on("worker_started")

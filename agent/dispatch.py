@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import aiohttp
 from livekit import api
 
-from agent import room_guard
+from agent.admission import room_guard
 
 __all__ = [
     "DispatchApiError",

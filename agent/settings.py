@@ -3,15 +3,43 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal
 
+import structlog
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.tenancy import parse_organizations
 from services.settings import SettingsError
 
-DEFAULT_MODEL_FACTORY = "agent.models:openai_session"
+log = structlog.get_logger(__name__)
+
+DEFAULT_MODEL_FACTORY = "agent.sessions.openai:openai_session"
+RENAMED_MODEL_FACTORIES = {"agent.models:openai_session": DEFAULT_MODEL_FACTORY}
+"""Specs ``AGENT_MODEL_FACTORY`` accepted before a factory moved, and where it is now:
+env files written for an earlier release keep working."""
+
+
+def current_model_factory(spec: str) -> str:
+    """``spec`` as the factory's current ``module:function``: an old spec is mapped to its
+    new place, any other is returned as given."""
+    return RENAMED_MODEL_FACTORIES.get(spec, spec)
+
+
+def warn_renamed_settings(environ: Mapping[str, str]) -> None:
+    """Log each renamed value the environment still uses, once, at the worker's start
+    (job processes map it silently: the worker has said it)."""
+    spec = environ.get("AGENT_MODEL_FACTORY", "")
+    if spec in RENAMED_MODEL_FACTORIES:
+        log.warning("setting_renamed", setting="AGENT_MODEL_FACTORY", old=spec, new=RENAMED_MODEL_FACTORIES[spec])
+
+
+def parse_organizations(value: str | None) -> frozenset[str] | None:
+    """``"org_a, org_b"`` -> the set; unset or blank -> ``None`` (every organization)."""
+    if value is None or not value.strip():
+        return None
+    names = frozenset(part.strip() for part in value.split(",") if part.strip())
+    return names or None
 
 
 def server_api_url(livekit_url: str) -> str:
@@ -42,14 +70,14 @@ class WorkerSettings(BaseSettings):
     reads it from the environment itself; it is checked here so a typo stops the start."""
     connect_concurrency: int = Field(default=1, ge=1, le=64, alias="AGENT_CONNECT_CONCURRENCY")
     """THREAD executor: room connects that may run at once in the worker's process
-    (``agent.connect_gate``)."""
+    (``agent.connect.gate``)."""
     greeting_cache: bool = Field(default=True, alias="AGENT_GREETING_CACHE")
     """Synthesize each agent version's greeting once and play it from the cache (the
     production model factory only); false: every call speaks it through the live TTS."""
     job_start_timeout_seconds: float = Field(default=20.0, gt=0, alias="JOB_START_TIMEOUT_SECONDS")
     """A job that cannot resolve its prompt, connect and start its session within this ends."""
     max_jobs: int | None = Field(default=None, ge=1, alias="AGENT_MAX_JOBS")
-    """Jobs this worker runs at once. Unset: 4 per CPU (``agent.capacity.default_max_jobs``)."""
+    """Jobs this worker runs at once. Unset: 4 per CPU (``agent.admission.capacity.default_max_jobs``)."""
     target_load: float = Field(default=0.7, gt=0, le=1, alias="AGENT_TARGET_LOAD")
     """livekit-server's ``agents.target_load`` (0.7 unless its config says otherwise): the
     worker reports exactly this load when all its job slots are in use."""
@@ -70,7 +98,7 @@ class WorkerSettings(BaseSettings):
 
     agent_organizations: str | None = Field(default=None, alias="AGENT_ORGANIZATIONS")
     """Comma-separated organization ids whose agents this worker serves; unset: all (warned
-    at start). See ``agent/tenancy.py``."""
+    at start). See ``agent/admission/tenancy.py``."""
 
     @property
     def organizations(self) -> frozenset[str] | None:
@@ -82,6 +110,11 @@ class WorkerSettings(BaseSettings):
         if not value.startswith(("ws://", "wss://", "http://", "https://")):
             raise ValueError("must start with ws://, wss://, http:// or https://")
         return value
+
+    @field_validator("model_factory")
+    @classmethod
+    def _current_factory(cls, value: str) -> str:
+        return current_model_factory(value)
 
     @field_validator("openai_base_url")
     @classmethod

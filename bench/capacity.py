@@ -49,7 +49,7 @@ import httpx
 from livekit import api
 
 from agent.dispatch import DispatchError, dispatch_agent
-from agent.targeting import room_name_for
+from agent.admission.targeting import room_name_for
 from bench.loadtest.audio import AGENT_NAME, CallerBot, start_worker, stop_worker, with_greetings, worker_env
 from bench.loadtest.report import percentile
 from bench.loadtest.workload import Workload, seed_agents

@@ -37,8 +37,8 @@ from typing import Any
 
 from livekit import api
 
+from agent.admission.targeting import room_name_for
 from agent.dispatch import READY_ATTRIBUTE, DispatchError, DispatchResult, _taken, dispatch_agent
-from agent.targeting import room_name_for
 from bench.loadtest.report import percentile
 from devtools.cluster import start_fleet
 from devtools.fake_models import prompt_tag

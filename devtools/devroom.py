@@ -21,9 +21,9 @@ import time
 import httpx
 from livekit import api
 
+from agent.admission.targeting import room_name_for
 from agent.dispatch import DispatchError, dispatch_agent
 from agent.settings import server_api_url
-from agent.targeting import room_name_for
 from services.agent_ids import AGENT_ID_PATTERN
 from services.file_store import FileAgentStore
 from services.settings import ServiceSettings

@@ -29,7 +29,7 @@ from devtools.processes import DEMO_SEED, ServiceStartError, start_livekit, star
 DEV_AGENT_NAME = "dev-agent"
 """The explicit-dispatch name of ``make worker``'s worker when AGENT_NAME is unset."""
 PLACEHOLDER_OPENAI_KEY = "standin-no-key"  # not a secret: the stand-in checks no key
-DEFAULT_FACTORY = "agent.models:openai_session"
+DEFAULT_FACTORY = "agent.sessions.openai:openai_session"
 WORKER_STOP_SECONDS = 20.0
 """How long the worker gets to drain after SIGTERM before it is killed."""
 

@@ -9,7 +9,9 @@ keeps warm idle processes) and ``simulate_job``s one job per room, at most
 ``--concurrency`` at once. Settings come from the environment as for the worker, with
 ``AGENT_MODEL_FACTORY=devtools.fake_models:recording_session`` and ``PROBE_EVENTS``:
 each job appends what it resolved there, which is how a join's end is seen across
-processes; ``PROBE_END_JOB=SECONDS`` ends each job that long after its session is built. A separate
+processes; ``PROBE_END_JOB=SECONDS`` ends each job that long after its session is built.
+When each job started and resolved its prompt is read from what the worker logs of it
+(``job_started``'s ``promptResolvedMs``, ``job_ended``'s ``durationMs``; ``JobLog``). A separate
 process per run gives each run its own forkserver, which inherits the environment.
 Before each job the driver does what ``on_request`` does in production (``simulate_job``
 skips it): it starts the main process's load of the agent. ``--interactive`` runs one
@@ -26,20 +28,25 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
 from livekit.agents import AgentServer
 from livekit.protocol import models
+from structlog.typing import EventDict
 
+from agent.admission.targeting import JobTargetError, resolve_target
+from agent.server import build_server
 from agent.service_holder import get_service, remove_host_directory
 from agent.settings import WorkerSettings
-from agent.targeting import JobTargetError, resolve_target
-from agent.worker import build_server
+from services.hints import clip
 
 JOIN_TIMEOUT_SECONDS = 60.0
 CLOSE_TIMEOUT_SECONDS = 15.0
@@ -76,6 +83,63 @@ class EventTail:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(event)
             await asyncio.sleep(0.01)
+
+
+class JobLog(logging.Handler):
+    """The worker's own account of each job, by room: when it started (``job_ended`` is
+    logged ``durationMs`` after the start) and how long its prompt took to resolve
+    (``promptResolvedMs`` of ``job_started``, or of ``job_timings`` for a job that ended
+    before its start was logged). THREAD jobs log in this process, read as structlog
+    events; PROCESS jobs' records reach this process through livekit-agents' log
+    forwarding, as standard records on the worker's logger with the time they were made
+    in the job process (``LogRecord.created``)."""
+
+    LOGGER = "agent.worker"
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self._started_at: dict[str, float] = {}
+        self._prompt_resolved_ms: dict[str, float] = {}
+
+    def _note(self, event: object, fields: Mapping[str, Any], at: float) -> None:
+        room = fields.get("room")
+        if not isinstance(room, str):
+            return
+        room = clip(room)  # as the worker logs it in job_started and job_ended
+        if event in ("job_started", "job_timings") and fields.get("promptResolvedMs") is not None:
+            self._prompt_resolved_ms.setdefault(room, float(fields["promptResolvedMs"]))
+        elif event == "job_ended" and fields.get("durationMs") is not None:
+            self._started_at[room] = at - float(fields["durationMs"]) / 1000
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """A record forwarded from a PROCESS-mode job process."""
+        self._note(record.getMessage(), record.__dict__, record.created)
+        if logging.lastResort is not None and record.levelno >= logging.lastResort.level:
+            logging.lastResort.handle(record)  # what the driver printed before it listened here
+
+    def tap(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        """A structlog processor: an event logged in this process (a THREAD job's)."""
+        self._note(event_dict.get("event"), event_dict, time.time())
+        return event_dict
+
+    def times(self, room: str) -> dict[str, float]:
+        """``jobStartedAt`` and ``promptResolvedAt`` (wall clock) of the job in ``room``, as
+        far as the worker logged them."""
+        started, resolved_ms = self._started_at.get(clip(room)), self._prompt_resolved_ms.get(clip(room))
+        if started is None or resolved_ms is None:
+            return {}
+        return {"jobStartedAt": started, "promptResolvedAt": started + resolved_ms / 1000}
+
+    @classmethod
+    def attach(cls) -> JobLog:
+        """Listen to the worker's events in this process (structlog, left as it is
+        otherwise) and to its logger for forwarded records. Call before the worker is built."""
+        job_log = cls()
+        structlog.configure(processors=[job_log.tap, *structlog.get_config()["processors"]])
+        logger = logging.getLogger(cls.LOGGER)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(job_log)
+        return job_log
 
 
 async def _discard_worker_messages(server: AgentServer) -> None:
@@ -143,7 +207,9 @@ async def drive(
     rooms: list[str] | None, concurrency: int, arrivals: list[float] | None = None
 ) -> tuple[float, list[dict[str, Any]]]:
     """Run ``rooms`` (``None``: read them from stdin, one job at a time, echoing each);
-    returns when the worker had started (wall clock) and each join's outcome."""
+    returns when the worker had started (wall clock) and each join's outcome; each outcome
+    of ``rooms`` also has its job's times from the worker's log (``JobLog.times``)."""
+    job_log = JobLog.attach()
     settings = WorkerSettings.from_env()
     server = build_server(settings, http_port=0)  # drivers may run side by side
     started = asyncio.Event()
@@ -191,6 +257,8 @@ async def drive(
         run.cancel()
         discard_task.cancel()
         await asyncio.gather(run, tail_task, discard_task, return_exceptions=True)
+    for outcome in results:  # the jobs have ended: both of their events are in
+        outcome.update(job_log.times(outcome["room"]))
     return started_wall, results
 
 

@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 from typing import Any
 
 from livekit.agents import AgentSession, APIConnectOptions, get_job_context, llm, room_io
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import shortuuid
 
-from agent.models import SessionPlan
+from agent.sessions.factory import SessionPlan
 from services.logging import prompt_fingerprint
 from services.models import PromptResult
 
@@ -66,15 +65,13 @@ def fake_session(result: PromptResult) -> SessionPlan:
 
 def recording_session(result: PromptResult) -> SessionPlan:
     """``fake_session`` that also appends what the job resolved to ``$PROBE_EVENTS`` (one
-    JSON line per job), so a harness in another process can see each job's outcome."""
+    JSON line per job), so a harness in another process can see each job's outcome. Its
+    times are the worker's to log (``job_started``, ``job_ended``), not this probe's."""
     path = os.environ.get("PROBE_EVENTS")
     if path:
-        room, job_started_at, resolved_at = "", None, time.time()
+        room = ""
         with contextlib.suppress(RuntimeError):  # outside a job there is no job context
-            ctx = get_job_context()
-            room, job_started_at = ctx.job.room.name, ctx.proc.userdata.get("job_started_at")
-            # When the prompt resolved, not now: the room's connect may have ended later.
-            resolved_at = ctx.proc.userdata.get("prompt_resolved_at", resolved_at)
+            room = get_job_context().job.room.name
         event = {
             "room": room,
             "agentId": result.agent.agent_id,
@@ -82,8 +79,6 @@ def recording_session(result: PromptResult) -> SessionPlan:
             "stale": result.stale,
             "updatedAt": result.updated_at,
             "promptHash": prompt_tag(result.prompt),
-            "jobStartedAt": job_started_at,
-            "resolvedAt": resolved_at,
             "pid": os.getpid(),
         }
         with open(path, "a", encoding="utf-8") as events:

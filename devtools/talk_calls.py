@@ -21,9 +21,9 @@ import aiohttp
 import structlog
 from livekit import api
 
+from agent.admission.targeting import room_name_for
 from agent.dispatch import DispatchError, dispatch_agent
 from agent.settings import server_api_url
-from agent.targeting import room_name_for
 from services.agent_ids import validate_agent_id
 from services.errors import InvalidAgentIdError, StoreError
 from services.store import AgentStore

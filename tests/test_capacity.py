@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.capacity import JOBS_PER_CPU, CapacityPolicy, CpuSaturation, default_max_jobs
+from agent.admission.capacity import JOBS_PER_CPU, CapacityPolicy, CpuSaturation, default_max_jobs
 
 
 def test_load_is_the_share_of_slots_in_use_scaled_to_the_server_target_load() -> None:
@@ -65,7 +65,7 @@ def test_a_policy_without_slots_is_refused() -> None:
 def test_the_worker_reports_its_status_to_livekit_server_every_half_second() -> None:
     from livekit.agents import worker as livekit_worker
 
-    from agent.capacity import STATUS_INTERVAL_SECONDS, report_status_every
+    from agent.admission.capacity import STATUS_INTERVAL_SECONDS, report_status_every
 
     before = livekit_worker.UPDATE_STATUS_INTERVAL
     try:

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 from livekit.agents import AgentServer, JobContext, JobExecutorType
 
+from agent.admission.room_guard import AGENT_ID_ATTRIBUTE
 from agent.dispatch import NOT_TAKEN_AFTER_SECONDS, READY_ATTRIBUTE, DispatchTimeoutError, dispatch_agent
-from agent.room_guard import AGENT_ID_ATTRIBUTE
 from devtools.processes import LiveKitServer
 from tests.e2e_support import call_until_jobs_are_listed, server_api
 

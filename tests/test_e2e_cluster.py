@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import pytest
 from livekit import api
 
+from agent.admission.targeting import room_name_for
 from agent.dispatch import READY_ATTRIBUTE, DispatchResult, dispatch_agent
-from agent.targeting import room_name_for
 from devtools.fake_models import prompt_tag
 from devtools.processes import LiveKitCluster, LocalConvex, ServiceStartError, start_cluster
 from services.file_store import local_backend_id

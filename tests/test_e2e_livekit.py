@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 from livekit import api, rtc
 
-from agent.targeting import room_name_for
+from agent.admission.targeting import room_name_for
 from devtools.fake_models import prompt_tag
 from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from livekit import api
 
+from agent.admission.targeting import room_name_for
 from agent.dispatch import READY_ATTRIBUTE, DispatchResult, dispatch_agent
-from agent.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
 from tests.e2e_support import (

@@ -1,7 +1,7 @@
 """The caller hears the agent: the production session end to end, with real audio.
 
 A real livekit-server, the worker by its real command with the production model factory
-(``agent.models:openai_session``) pointed at the OpenAI stand-in, and a caller
+(``agent.sessions.openai:openai_session``) pointed at the OpenAI stand-in, and a caller
 participant (``devtools.caller``) that publishes a microphone, hears the agent (the first
 frame above a level, not the first frame), reads ``lk.transcription`` and speaks espeak-ng
 utterances at real-time pace. The stand-in labels what it hears from its phrase book and
@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from livekit import api
 
+from agent.admission.targeting import room_name_for
 from agent.dispatch import dispatch_agent
-from agent.llm_cache import prompt_cache_key
-from agent.targeting import room_name_for
+from agent.sessions.provider_cache import prompt_cache_key
 from devtools.caller import Caller, Transcript, caller_token
 from devtools.processes import LiveKitServer, LocalConvex, OpenAIStandin
 from services.file_store import local_backend_id
@@ -44,7 +44,7 @@ HEAR_SECONDS = 30.0
 def voice_env(standin: OpenAIStandin, **extra: str) -> dict[str, str]:
     """The production session, its OpenAI traffic sent to the stand-in."""
     return {
-        "AGENT_MODEL_FACTORY": "agent.models:openai_session",
+        "AGENT_MODEL_FACTORY": "agent.sessions.openai:openai_session",
         "OPENAI_API_KEY": "standin-key",
         "OPENAI_BASE_URL": standin.base_url,
         **extra,

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from livekit.agents import JobContext, JobExecutorType
 
-from agent.worker import connect_without_cancel
+from agent.connect.room import connect_without_cancel
 
 
 class StubJob:

@@ -18,9 +18,9 @@ from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
 from structlog.testing import capture_logs
 
+from agent.admission.requests import accept_or_reject
+from agent.admission.targeting import JobTarget, JobTargetError, resolve_target, room_name_for
 from agent.settings import WorkerSettings
-from agent.targeting import JobTarget, JobTargetError, resolve_target, room_name_for
-from agent.worker import accept_or_reject
 from devtools.processes import LocalConvex
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError
 from services.file_store import local_backend_id

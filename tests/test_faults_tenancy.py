@@ -17,11 +17,12 @@ from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
 from structlog.testing import capture_logs
 
-from agent.models import SessionPlan
-from agent.settings import WorkerSettings
-from agent.targeting import room_name_for
-from agent.tenancy import parse_organizations
-from agent.worker import accept_or_reject, build_server, run_job
+from agent.admission.requests import accept_or_reject
+from agent.admission.targeting import room_name_for
+from agent.job import run_job
+from agent.server import build_server
+from agent.sessions.factory import SessionPlan
+from agent.settings import WorkerSettings, parse_organizations
 from devtools.fake_models import fake_session
 from devtools.processes import LocalConvex
 from prompts import build_full_prompt

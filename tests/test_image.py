@@ -22,8 +22,8 @@ from collections.abc import Iterator
 import pytest
 from livekit import api
 
+from agent.admission.targeting import room_name_for
 from agent.dispatch import dispatch_agent
-from agent.targeting import room_name_for
 from devtools.image import (
     CA_IN_BUILD,
     HOST_CA,

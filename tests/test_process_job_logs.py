@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 from livekit import api
 
-from agent.targeting import room_name_for
+from agent.admission.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex
 from services.file_store import local_backend_id
 from tests.conftest import REPO, project_free_env

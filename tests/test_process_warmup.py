@@ -9,19 +9,19 @@ import sys
 
 import pytest
 
+from agent.server import build_server
 from agent.settings import WorkerSettings
-from agent.worker import build_server
 from tests.conftest import REPO, project_free_env
 
 PROBE = """
 import json, sys
-import agent.process_warmup
+import agent.prewarm.forkserver
 from livekit.agents import llm
 from livekit.agents.utils import http_context
 from services.tls import client_ssl_context
 from services import metrics
 print(json.dumps({
-    "jobModule": "agent.worker" in sys.modules,
+    "jobModule": "agent.job" in sys.modules,
     "serviceTls": client_ssl_context.cache_info().currsize,
     "livekitTls": http_context._ssl_context_for.cache_info().currsize,
     "hostMetric": metrics.resolve_histogram.cache_info().currsize,
@@ -87,4 +87,4 @@ def test_the_process_executor_preloads_the_warmup_in_its_forkserver() -> None:
         }
     )
     server = build_server(settings, http_port=0)
-    assert server._preload_modules == ["agent.process_warmup"]  # livekit-agents 1.8.9, pinned
+    assert server._preload_modules == ["agent.prewarm.forkserver"]  # livekit-agents 1.8.9, pinned

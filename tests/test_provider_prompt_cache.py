@@ -19,8 +19,8 @@ from livekit.agents.metrics import LLMModelUsage
 from openai import AsyncOpenAI
 from prometheus_client import REGISTRY
 
-from agent.llm_cache import CachedTokens, prompt_cache_key
-from agent.models import openai_session
+from agent.sessions.openai import openai_session
+from agent.sessions.provider_cache import CachedTokens, prompt_cache_key
 from services.models import AgentConfig, PromptResult
 
 AGENT_ID = "00000000000000000000010000agents"

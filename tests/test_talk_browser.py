@@ -138,7 +138,7 @@ def worker(livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAISt
     started = start_worker(
         livekit,
         convex,
-        AGENT_MODEL_FACTORY="agent.models:openai_session",
+        AGENT_MODEL_FACTORY="agent.sessions.openai:openai_session",
         OPENAI_BASE_URL=openai_standin.base_url,
         OPENAI_API_KEY="standin",
         AGENT_HTTP_PORT=str(http_port),

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from agent.targeting import DEFAULT_ROOM_NAME_PATTERN, JobTarget, JobTargetError, resolve_target, room_name_for
+from agent.admission.targeting import (
+    DEFAULT_ROOM_NAME_PATTERN,
+    JobTarget,
+    JobTargetError,
+    resolve_target,
+    room_name_for,
+)
 
 AGENT = "00000000000000000000010000agents"
 OTHER = "j574mjr7b92e4twdzac0000000000000"

@@ -1,4 +1,4 @@
-"""The production session as stated in ``agent.models``: the same local pipeline in
+"""The production session as stated in ``agent.sessions.openai``: the same local pipeline in
 ``dev`` and ``start``, realtime defaults that a realtime API accepts, and a greeting that
 never asks a model."""
 
@@ -11,8 +11,8 @@ import pytest
 from livekit.agents import inference
 from livekit.plugins import openai
 
-from agent.models import openai_session
-from agent.voice_options import PIPELINE_LLM_MODEL, REALTIME_MODEL, VoiceOptions
+from agent.sessions.openai import openai_session
+from agent.sessions.voice_options import PIPELINE_LLM_MODEL, REALTIME_MODEL, VoiceOptions
 from services.models import AgentConfig, PromptResult
 
 AGENT_ID = "a" * 32

@@ -18,12 +18,14 @@ from livekit.agents.voice.run_result import RunResult
 from livekit.protocol import agent as agent_proto
 from livekit.protocol import models
 
-from agent import worker
-from agent.models import SessionPlan
+from agent.admission import requests as admission_requests
+from agent.admission.requests import accept_or_reject
+from agent.admission.targeting import room_name_for
+from agent.job import run_job
+from agent.server import build_server
 from agent.service_holder import close_service
+from agent.sessions.factory import SessionPlan
 from agent.settings import WorkerSettings
-from agent.targeting import room_name_for
-from agent.worker import accept_or_reject, build_server, run_job
 from devtools.fake_models import fake_session, prompt_tag
 from devtools.processes import LocalConvex
 from services import AgentConfigService
@@ -185,12 +187,12 @@ async def test_closing_the_worker_closes_the_server_api_client_on_request_opened
     run = asyncio.create_task(server.run(devmode=False, unregistered=True))
     try:
         await asyncio.wait_for(started.wait(), 60)
-        client = worker._main_process_api(settings)  # what on_request's room check opens
+        client = admission_requests._main_process_api(settings)  # what on_request's room check opens
         session = client._session  # livekit-api's own aiohttp session (pinned version)
         assert session is not None and not session.closed
         await server.aclose()
         assert session.closed
-        assert worker._main_api is None  # the next on_request opens a new one
+        assert admission_requests._main_api is None  # the next on_request opens a new one
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)

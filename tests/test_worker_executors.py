@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from devtools.processes import LocalConvex
 from services.file_store import local_backend_id
 from tests.conftest import REPO, project_free_env
@@ -121,3 +123,16 @@ def test_the_default_host_directory_lives_and_dies_with_the_worker(convex: Local
     events = drive(convex, tmp_path, rooms, AGENT_EXECUTOR="process", TMPDIR=str(temp))
     assert events[1]["source"] == "host"  # the worker made its own directory under TMPDIR
     assert list(temp.glob("agent-host-tier-*")) == []  # and removed it, and the dead one's
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_each_join_carries_its_job_s_times_as_the_worker_logged_them(
+    convex: LocalConvex, tmp_path: Path, executor: str
+) -> None:
+    """The load test's latencies come from the worker's own events (``job_started``,
+    ``job_ended``), read by the driver in THREAD and PROCESS mode alike."""
+    rooms = [PRIYA_ROOM, f"{PRIYA_ROOM}--second"]
+    _, report = run_driver(convex, tmp_path, rooms, {"AGENT_EXECUTOR": executor, "PROBE_END_JOB": "0.2"})
+    for join in report["joins"]:
+        assert join["dispatchedAt"] <= join["jobStartedAt"] <= join["promptResolvedAt"], join
+        assert join["promptResolvedAt"] - join["dispatchedAt"] < 60, join  # the driver's own join timeout

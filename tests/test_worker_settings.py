@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from structlog.testing import capture_logs
 
-from agent.settings import WorkerSettings
+from agent.settings import DEFAULT_MODEL_FACTORY, WorkerSettings, warn_renamed_settings
 from services import SettingsError
 from tests.conftest import REPO, project_free_env
 
@@ -77,3 +78,20 @@ def test_env_example_documents_exactly_the_variables_the_settings_read() -> None
         if field.alias
     }
     assert documented == read
+
+
+def test_the_model_factory_s_old_path_is_read_as_its_new_one_and_named_at_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Env files written before the sessions moved name ``agent.models:openai_session``."""
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("AGENT_MODEL_FACTORY", "agent.models:openai_session")
+    assert WorkerSettings.from_env().model_factory == DEFAULT_MODEL_FACTORY == "agent.sessions.openai:openai_session"
+    with capture_logs() as logs:
+        warn_renamed_settings({"AGENT_MODEL_FACTORY": "agent.models:openai_session"})
+        warn_renamed_settings({"AGENT_MODEL_FACTORY": DEFAULT_MODEL_FACTORY})
+    assert [(e["event"], e["setting"], e["old"], e["new"]) for e in logs] == [
+        ("setting_renamed", "AGENT_MODEL_FACTORY", "agent.models:openai_session", DEFAULT_MODEL_FACTORY)
+    ]

@@ -35,8 +35,8 @@ from typing import IO, Any
 
 from livekit import api
 
+from agent.admission.targeting import room_name_for
 from agent.dispatch import DispatchError, dispatch_agent
-from agent.targeting import room_name_for
 from bench.loadtest.report import percentile
 from devtools.caller import caller_token
 from devtools.processes import REPO, LiveKitServer, LocalConvex, OpenAIStandin

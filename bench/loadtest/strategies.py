@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from agent.targeting import room_name_for
+from agent.admission.targeting import room_name_for
 from bench.loadtest.baselines import NoCacheService, Resolved, SeedAgentConfigService
 from bench.loadtest.checker import Served
 from devtools.fake_models import prompt_tag
@@ -185,12 +185,13 @@ async def run_through_executor(target: Target, executor: str, use_redis: bool) -
     outcome = Outcome(cache_bytes=int(report["cacheBytes"]))
     for join in report["joins"]:
         event = join.get("event")
-        if event is None:
+        # when the job started and resolved its prompt, as the worker logged them
+        job_started, resolved = join.get("jobStartedAt"), join.get("promptResolvedAt")
+        if event is None or job_started is None or resolved is None:
             outcome.errors += 1
             continue
-        job_started = event["jobStartedAt"] or join["dispatchedAt"]
-        outcome.latencies_ms.append((event["resolvedAt"] - job_started) * 1000)
-        outcome.dispatch_ms.append((event["resolvedAt"] - join["dispatchedAt"]) * 1000)
+        outcome.latencies_ms.append((resolved - job_started) * 1000)
+        outcome.dispatch_ms.append((resolved - join["dispatchedAt"]) * 1000)
         outcome.served.append(Served(event["agentId"], join["dispatchedAt"], event["updatedAt"], event["promptHash"]))
         outcome.builds += event["source"] == "build"
         outcome.cache_hits += event["source"] in ("ram", "host", "redis")

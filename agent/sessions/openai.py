@@ -1,8 +1,4 @@
-"""The model seam: one function turns a resolved prompt (and the agent's config) into a
-ready session plan.
-
-``AGENT_MODEL_FACTORY`` names it (``module:function``); production uses
-:func:`openai_session`, tests swap in a fake LLM without touching the worker.
+"""The production session: ``AGENT_MODEL_FACTORY``'s default, :func:`openai_session`.
 
 The production session is stated here rather than inherited from livekit's defaults,
 because those defaults change with the CLI mode: under ``python -m agent dev``
@@ -11,69 +7,26 @@ models (``utils.is_dev_mode()``), which needs the network and is not what ``star
 Here both modes get the same local pipeline: the Silero VAD and the ``v1-mini``
 end-of-turn model from livekit-local-inference, interruptions by VAD, OpenAI STT, LLM
 and TTS through livekit-plugins-openai (``OPENAI_BASE_URL`` honoured by the OpenAI
-client), with models and voice from the agent's config (``agent.voice_options``).
+client), with models and voice from the agent's config (``agent.sessions.voice_options``);
+the weights of the local models are loaded before any job (``agent.prewarm.local_models``).
 """
 
 from __future__ import annotations
 
-import importlib
-import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
 import openai as openai_sdk
-import structlog
 from livekit.agents import AgentSession, inference, room_io
 from livekit.agents.voice.turn import TurnHandlingOptions
-from livekit.local_inference import init_eot, init_vad
 from livekit.plugins import openai
 
-from agent.llm_cache import prompt_cache_key
-from agent.voice_options import VoiceOptions
+from agent.sessions.factory import SessionPlan
+from agent.sessions.provider_cache import prompt_cache_key
+from agent.sessions.voice_options import VoiceOptions
 from services.models import PromptResult
 from services.tls import client_ssl_context
-
-log = structlog.get_logger(__name__)
-_local_models_loaded = False
-
-
-def load_local_models() -> None:
-    """Load the local VAD and end-of-turn weights into this process, once, before any job.
-
-    Both are process-wide singletons of livekit-local-inference (the end-of-turn model is
-    about 250 MB of RSS). livekit-agents would load them lazily in the first session, or in
-    its own preload where it runs; loading them here, in ``prewarm`` and in the PROCESS
-    forkserver (``agent.process_warmup``), keeps that cost off the first caller's path and
-    says in this code that the session runs them."""
-    global _local_models_loaded  # noqa: PLW0603 - a process-wide fact, like the singletons
-    if _local_models_loaded:
-        return
-    started = time.perf_counter()
-    init_vad()
-    init_eot()
-    _local_models_loaded = True
-    log.info("local_models_loaded", models=["silero-vad", "turn-detector-v1-mini"],
-             seconds=round(time.perf_counter() - started, 3))  # fmt: skip
-
-
-@dataclass
-class SessionPlan:
-    session: AgentSession[None]
-    room_options: room_io.RoomOptions = field(default_factory=room_io.RoomOptions)
-    voice: VoiceOptions | None = None
-    """How the session speaks, when it speaks (the greeting's cache key is built from it)."""
-    closers: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
-    """Run at the job's end: what the factory opened for this session (its HTTP client)."""
-
-
-SessionFactory = Callable[[PromptResult], SessionPlan]
-
-
-class ModelFactoryError(ValueError):
-    """``AGENT_MODEL_FACTORY`` does not name a usable function, or a config cannot be served."""
-
 
 OPENAI_TIMEOUT = httpx2.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0)
 """livekit-plugins-openai's own timeouts for its clients."""
@@ -128,7 +81,7 @@ def openai_session(result: PromptResult, *, client: openai_sdk.AsyncOpenAI | Non
     """A realtime model or an STT/LLM/TTS pipeline, as ``config.pipeline`` says.
 
     The pipeline's LLM sends ``prompt_cache_key`` (one per agent version, see
-    :mod:`agent.llm_cache`); the system prompt is the agent's instructions, the first
+    :mod:`agent.sessions.provider_cache`); the system prompt is the agent's instructions, the first
     message of every request and the same bytes for a version. The realtime API takes no
     such key (it caches within a session) and no temperature. Both get a TTS, so a
     greeting missing from the cache is spoken by ``session.say`` without the LLM (a
@@ -168,16 +121,3 @@ def openai_session(result: PromptResult, *, client: openai_sdk.AsyncOpenAI | Non
         )
     closers: list[Callable[[], Coroutine[Any, Any, None]]] = [http_client.close] if own_client else []
     return SessionPlan(session, room_options=ROOM_OPTIONS, voice=voice, closers=closers)
-
-
-def load_session_factory(spec: str) -> SessionFactory:
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ModelFactoryError(f"AGENT_MODEL_FACTORY must look like module:function, got {spec!r}")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ModelFactoryError(f"AGENT_MODEL_FACTORY {spec!r}: {exc}") from exc
-    if not callable(factory):
-        raise ModelFactoryError(f"AGENT_MODEL_FACTORY {spec!r} is not callable")
-    return factory  # type: ignore[no-any-return]

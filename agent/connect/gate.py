@@ -29,12 +29,10 @@ class ConnectGate:
         max_hold_seconds: float = 10.0,
         poll_seconds: float = 0.01,
         clock: Callable[[], float] = time.monotonic,
-        width: int = 1,
     ) -> None:
-        if width < 1:
-            raise ValueError("width must be at least 1")
         self.max_hold_seconds, self.poll_seconds, self._clock = max_hold_seconds, poll_seconds, clock
-        self.width = width
+        self.width = 1
+        """Turns at once; the worker sets it from ``AGENT_CONNECT_CONCURRENCY`` (1..64)."""
         self._lock = threading.Lock()
         self._holders: dict[int, float] = {}  # token -> when its turn began
         self._tokens = itertools.count(1)
@@ -58,13 +56,6 @@ class ConnectGate:
     def leave(self, token: int) -> None:
         with self._lock:
             self._holders.pop(token, None)
-
-    @property
-    def busy(self) -> bool:
-        """Every turn is taken."""
-        with self._lock:
-            self._expire(self._clock())
-            return len(self._holders) >= self.width
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:

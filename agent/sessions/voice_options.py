@@ -1,7 +1,7 @@
 """What an agent's config says about how it listens and speaks, with the defaults stated.
 
-One reading of ``config`` serves both the session factory (``agent.models``) and the
-greeting cache (``agent.greeting``): the greeting's audio is keyed by the same voice and
+One reading of ``config`` serves both the session factory (``agent.sessions.openai``) and the
+greeting cache (``agent.sessions.greeting``): the greeting's audio is keyed by the same voice and
 TTS model the session would speak with, so a cached greeting sounds like the live one.
 """
 

@@ -28,14 +28,6 @@ class OrganizationNotServedError(AgentConfigError):
         self.organization_id = organization_id
 
 
-def parse_organizations(value: str | None) -> frozenset[str] | None:
-    """``"org_a, org_b"`` -> the set; unset or blank -> ``None`` (every organization)."""
-    if value is None or not value.strip():
-        return None
-    names = frozenset(part.strip() for part in value.split(",") if part.strip())
-    return names or None
-
-
 def serves(organizations: Iterable[str] | None, organization_id: str) -> bool:
     return organizations is None or organization_id in organizations
 

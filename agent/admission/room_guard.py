@@ -39,12 +39,10 @@ def named(participant: AgentLike, agent_name: str) -> bool:
     return any(participant.attributes.get(key) == agent_name for key in AGENT_NAME_ATTRIBUTES)
 
 
-def live_agents(agents: Iterable[AgentLike], live_dispatch_ids: set[str], *, exclude_identity: str = "") -> list[str]:
+def live_agents(agents: Iterable[AgentLike], live_dispatch_ids: set[str]) -> list[str]:
     """Identities of the given agents (already filtered to ours) that still count."""
     found = []
     for agent in agents:
-        if agent.identity == exclude_identity:
-            continue
         dispatch_id = agent.attributes.get(DISPATCH_ID_ATTRIBUTE, "")
         if not dispatch_id or dispatch_id in live_dispatch_ids:
             found.append(agent.identity)

@@ -20,8 +20,8 @@ import structlog
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import AgentStateChangedEvent, CloseEvent, ConversationItemAddedEvent
 
-from agent.greeting import GreetingSource
-from agent.llm_cache import CachedTokens
+from agent.sessions.greeting import GreetingSource
+from agent.sessions.provider_cache import CachedTokens
 from services.hints import clip
 
 log = structlog.get_logger("agent.worker")
@@ -50,7 +50,7 @@ class CallWatch:
         self._timings, self._cached = timings, cached
         self._logged = False
         self.greeting_source: GreetingSource | None = None
-        self.first_audio_ms: float | None = None
+        self._first_audio_ms: float | None = None
 
     def attach(self, session: AgentSession[None]) -> None:
         session.on("conversation_item_added", self._on_item)
@@ -69,7 +69,7 @@ class CallWatch:
             promptResolvedMs=self._timings.get("promptResolvedMs"),
             sessionStartedMs=self._timings.get("sessionStartedMs"),
             firstReplyMs=first_reply_ms,
-            firstAudioMs=self.first_audio_ms,
+            firstAudioMs=self._first_audio_ms,
             greetingSource=self.greeting_source,
             promptCachedTokens=self._cached.cached_tokens,
         )
@@ -81,8 +81,8 @@ class CallWatch:
         log_turn_metrics(self._agent_id, self._ctx.job.room.name, role, getattr(event.item, "metrics", None))
 
     def _on_state(self, event: AgentStateChangedEvent) -> None:
-        if event.new_state == "speaking" and self.first_audio_ms is None:
-            self.first_audio_ms = elapsed_ms(self._started)  # the agent's first audio frame went out
+        if event.new_state == "speaking" and self._first_audio_ms is None:
+            self._first_audio_ms = elapsed_ms(self._started)  # the agent's first audio frame went out
 
     def _on_close(self, event: CloseEvent) -> None:
         self._ctx.shutdown(reason=f"session closed: {event.reason.value}")

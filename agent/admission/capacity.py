@@ -134,7 +134,7 @@ def report_status_every(seconds: float) -> None:
     from livekit.agents import worker as livekit_worker
 
     if not hasattr(livekit_worker, "UPDATE_STATUS_INTERVAL"):
-        raise RuntimeError("livekit-agents no longer has UPDATE_STATUS_INTERVAL: see agent.capacity")
+        raise RuntimeError("livekit-agents no longer has UPDATE_STATUS_INTERVAL: see agent.admission.capacity")
     livekit_worker.UPDATE_STATUS_INTERVAL = seconds
 
 

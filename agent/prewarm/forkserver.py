@@ -5,7 +5,8 @@ in ``preload_modules`` (the worker lists this one). A job process then starts wi
 in copy-on-write memory instead of importing and building them itself, which on a busy
 host is most of a job process's start-up CPU:
 
-- ``agent.worker``, the job's module, and all it imports (services, tiers, clients):
+- what a job process runs, the job (``agent.job``) and its prewarm
+  (``agent.prewarm.job_process``), and all they import (services, tiers, clients):
   about 270 ms of imports per process;
 - the TLS contexts built per process on a job's way to its first call (the service's
   Convex client; livekit-agents' HTTP session, which ``JobContext.api`` opens for the
@@ -33,9 +34,12 @@ from livekit.agents.llm import async_toolset  # noqa: F401 - imported by every A
 from livekit.agents.utils import http_context
 from livekit.agents.voice import report  # noqa: F401 - imported by the report made at every session's end
 
-import agent.worker  # noqa: F401 - imported for its side effect: the job module, loaded once
-from agent.models import ModelFactoryError, load_local_models, load_session_factory
-from agent.settings import DEFAULT_MODEL_FACTORY
+# Imported for their side effect: what every job process runs, loaded once.
+import agent.job  # the job's module
+import agent.prewarm.job_process  # noqa: F401 - the prewarm every job process runs first
+from agent.prewarm.local_models import load_local_models
+from agent.sessions.factory import ModelFactoryError, load_session_factory
+from agent.settings import DEFAULT_MODEL_FACTORY, current_model_factory
 from services import metrics
 from services.models import PromptSource
 from services.tls import client_ssl_context
@@ -45,9 +49,10 @@ client_ssl_context()
 llm.ChatContext([llm.ChatMessage(role="system", content=["warm-up"])])
 # The forkserver inherits the worker's environment. A factory that cannot load is the
 # job's to report (it fails the call with a clear error); the warm-up must not stop the forkserver.
+_factory = current_model_factory(os.environ.get("AGENT_MODEL_FACTORY", DEFAULT_MODEL_FACTORY))
 with contextlib.suppress(ModelFactoryError):
-    load_session_factory(os.environ.get("AGENT_MODEL_FACTORY", DEFAULT_MODEL_FACTORY))
-if os.environ.get("AGENT_MODEL_FACTORY", DEFAULT_MODEL_FACTORY) == DEFAULT_MODEL_FACTORY:
+    load_session_factory(_factory)
+if _factory == DEFAULT_MODEL_FACTORY:
     # The production session's local VAD and end-of-turn model (~250 MB), shared
     # copy-on-write by every job process instead of loaded by each.
     load_local_models()

@@ -21,8 +21,9 @@ import structlog
 from livekit import rtc
 from livekit.agents import AgentSession
 
-from agent.models import SessionPlan, openai_client
-from agent.voice_options import TTS_SAMPLE_RATE, VoiceOptions, greeting_text
+from agent.sessions.factory import SessionPlan
+from agent.sessions.openai import openai_client
+from agent.sessions.voice_options import TTS_SAMPLE_RATE, VoiceOptions, greeting_text
 from services import AgentConfigService, PromptResult, metrics
 from services.greeting_cache import MAX_GREETING_BYTES, GreetingAudio, greeting_key
 from services.models import AgentConfig
@@ -107,7 +108,7 @@ async def caller_linked(session: AgentSession[None], within: float) -> bool:
 
     livekit links the caller asynchronously, just after ``session.start`` returns, and a
     transcript said before that is reset when the link is made: with the transcript sent
-    as soon as it is known (``agent.models.ROOM_OPTIONS``) the greeting's words never
+    as soon as it is known (``agent.sessions.openai.ROOM_OPTIONS``) the greeting's words never
     reached a caller who joined a few milliseconds late (seen in the browser test). The
     link has no event to await; it is polled."""
     deadline = time.monotonic() + within

@@ -1,0 +1,104 @@
+"""The LiveKit worker: room -> agent id -> cached prompt -> voice session.
+
+Shaped like livekit-agents' ``basic_agent.py``: one ``AgentServer``, an
+``@server.rtc_session`` entrypoint (``agent.job``), ``on_request`` to turn away rooms we
+cannot serve before any process or thread is spent on them (``agent.admission``), and a
+prewarm that builds this process's AgentConfigService (``agent.prewarm``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from livekit.agents import AgentServer, JobExecutorType
+
+from agent.admission.capacity import (
+    STATUS_INTERVAL_SECONDS,
+    CapacityPolicy,
+    CpuSampler,
+    CpuSaturation,
+    default_max_jobs,
+    load_function,
+    report_status_every,
+)
+from agent.admission.requests import close_main_process_api, on_request
+from agent.admission.tenancy import warn_if_unrestricted
+from agent.connect.gate import CONNECT_GATE
+from agent.job import entrypoint
+from agent.prewarm.job_process import prewarm
+from agent.process_gauges import watch_loop
+from agent.service_holder import get_service, prepare_host_tier
+from agent.sessions.greeting import GreetingSynthesizer
+from agent.settings import DEFAULT_MODEL_FACTORY, WorkerSettings
+
+log = structlog.get_logger("agent.worker")
+
+CPU_WINDOW_SECONDS = 30.0
+"""Host CPU counts only as a mean over this long: saturation, not a start-up spike."""
+
+
+class WorkerServer(AgentServer):
+    """livekit-agents' ``AgentServer``, which also closes, when it closes, the server API
+    client ``on_request`` opened on its loop (left open, aiohttp reports an unclosed
+    session as an error when the process exits)."""
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await close_main_process_api()
+
+
+def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> AgentServer:
+    """``http_port``: the health endpoint's port (livekit's default, 8081, unless given; 0: any free one)."""
+    executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
+    if executor == JobExecutorType.PROCESS:
+        prepare_host_tier()  # before the process pool starts: job processes inherit its directory
+    policy = CapacityPolicy(max_jobs=settings.max_jobs or default_max_jobs(), target_load=settings.target_load)
+    cpu = CpuSaturation(window_seconds=CPU_WINDOW_SECONDS, level=settings.cpu_saturation)
+    port = http_port if http_port is not None else settings.http_port
+    extra: dict[str, Any] = {} if port is None else {"port": port}
+    report_status_every(STATUS_INTERVAL_SECONDS)
+    CONNECT_GATE.width = settings.connect_concurrency  # THREAD jobs share this process's gate
+    server = WorkerServer(
+        job_executor_type=executor,
+        ws_url=settings.livekit_url,
+        api_key=settings.livekit_api_key,
+        api_secret=settings.livekit_api_secret.get_secret_value(),
+        setup_fnc=prewarm,
+        prometheus_port=settings.prometheus_port,
+        load_fnc=load_function(policy, cpu),
+        load_threshold=policy.target_load,
+        # livekit-agents prices a job accepted while none runs at
+        # load_threshold / num_idle_processes: with one idle executor per slot that is
+        # exactly one slot (the default, one per CPU, would mark a 2-CPU worker full after
+        # two accepted jobs of a burst).
+        num_idle_processes=policy.max_jobs,
+        preload_modules=["agent.prewarm.forkserver"],
+        **extra,
+    )
+
+    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_request=on_request)
+    warn_if_unrestricted(settings.organizations)
+
+    @server.on("worker_started")
+    def _start_main_service() -> None:
+        watch_loop(asyncio.get_running_loop())
+        log.info("worker_capacity", maxJobs=policy.max_jobs, targetLoad=policy.target_load,
+                 cpuSaturation=settings.cpu_saturation)  # fmt: skip
+        if settings.cpu_saturation <= 1:
+            CpuSampler(cpu).start()
+        # The main process's service (and its refresher) runs from the start, so the
+        # first job already finds a current version index (and Redis heartbeat).
+        try:
+            service = get_service(run_refresher=True)
+        except Exception:
+            log.exception("service_start_failed")
+            return
+        if settings.model_factory == DEFAULT_MODEL_FACTORY and settings.greeting_cache:
+            # Greetings are synthesized here, once per version, for every job of the worker.
+            service.add_version_listener(GreetingSynthesizer(service).on_version)
+
+    return server
