@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from devtools.processes import LocalConvex
+from devtools.processes import DEMO_SEED, LocalConvex
 from services import AgentConfigService, ServiceSettings
 from services.convex_client import ConvexHttpClient
 from services.convex_store import ConvexAgentStore
@@ -102,6 +102,8 @@ def settings_for(convex: LocalConvex | None = None, **overrides: Any) -> Service
     values: dict[str, Any] = {"PROMPT_REFRESH_SECONDS": 0.2, "CONVEX_TIMEOUT_SECONDS": 1.0}
     if convex is not None:
         values |= {"CONVEX_URL": convex.url, "CONVEX_DEPLOY_KEY": convex.deploy_key}
+    else:
+        values["AGENTS_FILE"] = str(DEMO_SEED)  # the embedded store has no default file
     values |= overrides
     return ServiceSettings.model_validate(values)
 

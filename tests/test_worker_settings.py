@@ -77,3 +77,9 @@ def test_env_example_documents_exactly_the_variables_the_settings_read() -> None
         if field.alias
     }
     assert documented == read
+
+
+def test_neither_convex_nor_an_agents_file_exits_non_zero_naming_agents_file() -> None:
+    result = run_worker({**BASE, "OPENAI_API_KEY": "sk-test"})
+    assert result.returncode == 2
+    assert "AGENTS_FILE" in result.stderr and "Traceback" not in result.stderr
