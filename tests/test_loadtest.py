@@ -86,6 +86,19 @@ def test_a_negative_rate_is_refused() -> None:
     assert result.returncode == 2 and "--rate must be 0 (closed loop) or more" in result.stderr
 
 
+def test_plot_without_matplotlib_is_one_line_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before any service starts: exit 2 and the install command, no traceback."""
+    from bench.loadtest.__main__ import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without the extra sees
+    assert main(["--joins", "1", "--plot", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["loadtest: --plot needs matplotlib, the plot extra: pip install '.[plot]'"]
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_seed_agents_cover_the_domains_and_mark_the_legacy_share() -> None:
     docs = seed_agents(Workload(agents=20, legacy_fraction=0.25))
     legacy = [doc for doc in docs if "fullPrompt" not in doc]
