@@ -143,6 +143,7 @@ def run_loadtest(*args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+@pytest.mark.slow
 def test_every_strategy_runs_through_the_real_command(tmp_path: Path) -> None:
     out, chart = tmp_path / "out.json", tmp_path / "latency.png"
     result = run_loadtest("--agents", "4", "--joins", "12", "--concurrency", "2", "--edits-per-minute", "60",
@@ -164,6 +165,7 @@ def test_every_strategy_runs_through_the_real_command(tmp_path: Path) -> None:
         assert name in result.stdout  # the table
 
 
+@pytest.mark.slow
 def test_livekit_mode_dispatches_the_worker_strategies_through_a_real_server(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     result = run_loadtest("--agents", "3", "--joins", "8", "--concurrency", "4", "--latency-ms", "5",
@@ -178,6 +180,7 @@ def test_livekit_mode_dispatches_the_worker_strategies_through_a_real_server(tmp
     assert "first dispatch -> agent ready" in result.stdout
 
 
+@pytest.mark.slow
 def test_audio_mode_reports_what_each_row_s_callers_heard(tmp_path: Path) -> None:
     """``--audio``: talking calls through a real livekit-server and the OpenAI stand-in,
     one row per way of greeting; every call heard its greeting and its answer."""
