@@ -8,7 +8,7 @@ TOOLS := .tools
 LIVEKIT_SERVER := $(TOOLS)/bin/server
 LIVEKIT_VERSIONS := v1.13.5 v1.13.4 v1.12.0 v1.9.11
 
-.PHONY: worker talk test setup python-deps node-deps web system-deps livekit-server lint typecheck pytest vitest local-convex vectors image cluster
+.PHONY: worker talk test test-fast setup python-deps node-deps web system-deps livekit-server lint typecheck pytest vitest local-convex vectors image cluster
 
 worker: setup livekit-server
 	$(PY) -m devtools.devstack
@@ -18,6 +18,12 @@ talk: setup
 	$(PY) -m devtools.talk
 
 test: setup livekit-server lint typecheck vitest pytest
+
+# The inner loop: lint, Python types and the tests not marked e2e or slow (tests/conftest.py
+# marks them by file; docs/testing.md). `make test` stays the gate.
+test-fast: setup livekit-server lint
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q -m "not e2e and not slow" --durations=15
 
 setup: python-deps node-deps web system-deps
 
@@ -71,8 +77,9 @@ typecheck:
 vitest:
 	npm --prefix convex test
 
+# --durations: the 15 slowest tests, so a test that grows slow is seen (and marked slow).
 pytest:
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15
 
 # A LiveKit cluster on this machine (docs/fleet.md): redis-server, 2 livekit-server nodes,
 # HAProxy in front, 2 workers on the load balancer's URL; Ctrl-C stops it all.

@@ -9,19 +9,22 @@ reconnect through the load balancer. The workers share the cluster's Redis as
 ``PROMPT_CACHE_REDIS_URL`` (the prompt fleet's keys next to LiveKit's routing keys).
 
 The workers take the rest of their settings from this environment (``CONVEX_URL``,
-``OPENAI_API_KEY`` or ``AGENT_MODEL_FACTORY``...; see ``.env.example``). It prints the
+``OPENAI_API_KEY`` or ``AGENT_MODEL_FACTORY``...; see ``.env.example``); with neither
+``CONVEX_URL`` nor ``AGENTS_FILE`` set they get the demo agents, as ``make worker`` does. It prints the
 URLs and the key, then runs until SIGTERM or Ctrl-C, and stops everything it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from types import FrameType
 
 from devtools.processes import (
+    DEMO_SEED,
     LiveKitCluster,
     ServiceStartError,
     WorkerHost,
@@ -43,6 +46,14 @@ def start_fleet(cluster: LiveKitCluster, workers: int, env: dict[str, str], *, e
             host.stop()
         raise
     return hosts
+
+
+def embedded_agents_env() -> dict[str, str]:
+    """The demo agents as ``AGENTS_FILE`` when neither ``CONVEX_URL`` nor ``AGENTS_FILE`` is
+    set, as ``make worker`` does: the worker itself has no default agents file."""
+    if os.environ.get("CONVEX_URL") or os.environ.get("AGENTS_FILE"):
+        return {}
+    return {"AGENTS_FILE": str(DEMO_SEED)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cluster: {node.name} {node.url} ({node.node_id})", flush=True)
         print(f"cluster: load balancer {cluster.url} (admin socket {cluster.haproxy.admin_socket})", flush=True)
         print(f"cluster: LIVEKIT_URL={cluster.url}; key and secret: devtools.processes.CLUSTER_KEY/_SECRET", flush=True)
-        hosts = start_fleet(cluster, args.workers, {}, echo=not args.quiet)
+        hosts = start_fleet(cluster, args.workers, embedded_agents_env(), echo=not args.quiet)
         for host in hosts:
             print(f"cluster: {host.name} registered (pid {host.managed.process.pid})", flush=True)
         print("cluster: running; Ctrl-C or SIGTERM stops everything", flush=True)

@@ -7,7 +7,8 @@ Uses LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET (default: the local dev
 server on 127.0.0.1:7880 that ``make worker`` starts) and AGENT_NAME (the worker's
 explicit-dispatch name; empty means the worker takes every new room by itself).
 Agents are looked up where the worker looks them up: Convex if CONVEX_URL is set,
-else the embedded agents file.
+else the embedded agents file (AGENTS_FILE; the demo agents when both are unset, as
+``make worker`` does).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from livekit import api
 from agent.admission.targeting import room_name_for
 from agent.dispatch import DispatchError, dispatch_agent
 from agent.settings import server_api_url
+from devtools.processes import DEMO_SEED
 from services.agent_ids import AGENT_ID_PATTERN
 from services.file_store import FileAgentStore
 from services.settings import ServiceSettings
@@ -41,7 +43,7 @@ def list_agents(settings: ServiceSettings) -> list[dict[str, object]]:
         if body.get("status") != "success":
             raise SystemExit(f"devroom: agents:list failed: {body.get('errorMessage') or body}")
         return list(body["value"])
-    store = FileAgentStore(settings.agents_file)
+    store = FileAgentStore(settings.agents_file or DEMO_SEED)
     rows = asyncio.run(store.changed_since(0, 1000))
     records = [asyncio.run(store.get_agent(row.agent_id)) for row in rows]
     return [{"_id": r.agent_id, "name": r.name, "domain": r.config.get("domain")} for r in records if r]
@@ -85,6 +87,8 @@ def main() -> int:
     parser.add_argument("agent", help="agent id, or the name of an agent")
     parser.add_argument("--suffix", default=f"dev-{int(time.time())}", help="keeps the room unique per call")
     args = parser.parse_args()
+    if not os.environ.get("CONVEX_URL") and not os.environ.get("AGENTS_FILE"):
+        os.environ["AGENTS_FILE"] = str(DEMO_SEED)  # as `make worker` does: the same agents
     agent_id = find_agent(args.agent, list_agents(ServiceSettings.from_env()))
     try:
         asyncio.run(create_room(agent_id, args.suffix))

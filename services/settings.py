@@ -9,8 +9,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEMO_AGENTS_FILE = Path(__file__).resolve().parent.parent / "convex" / "seed" / "demo-agents.json"
-
 
 class SettingsError(ValueError):
     """The environment does not describe a usable configuration; the message says why."""
@@ -52,8 +50,10 @@ class ServiceSettings(BaseSettings):
     """PROCESS executor: the host tier's LMDB directory (``services/host_tier.py``), written
     by the worker's main process, read by its job processes. Unset: a per-worker directory
     under the system temp dir, removed when the worker exits."""
-    agents_file: Path = Field(default=DEMO_AGENTS_FILE, alias="AGENTS_FILE")
-    """Embedded store used when ``CONVEX_URL`` is unset; the demo agents by default."""
+    agents_file: Path | None = Field(default=None, alias="AGENTS_FILE")
+    """Embedded store used when ``CONVEX_URL`` is unset, and then required: the wheel ships
+    no agents file, so a default would name a path that exists only in a checkout (the dev
+    stack passes the demo agents explicitly)."""
 
     @model_validator(mode="after")
     def _convex_needs_key(self) -> ServiceSettings:
@@ -61,6 +61,8 @@ class ServiceSettings(BaseSettings):
             raise ValueError("CONVEX_URL is set but CONVEX_DEPLOY_KEY is not: agent functions are internal")
         if self.convex_url:
             check_convex_url(self.convex_url)
+        elif self.agents_file is None:
+            raise ValueError("AGENTS_FILE is required when CONVEX_URL is unset: it names the embedded store's file")
         if self.redis_url:
             check_redis_url(self.redis_url.get_secret_value())
         return self

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from services.convex_client import ConvexHttpClient
 from services.convex_store import ConvexAgentStore
 from services.file_store import FileAgentStore
-from services.settings import ServiceSettings
+from services.settings import ServiceSettings, SettingsError
 from services.store import AgentStore
 
 StoreFactory = Callable[[], AgentStore]
@@ -21,4 +21,6 @@ def default_store_factory(settings: ServiceSettings) -> StoreFactory:
         timeout = settings.convex_timeout_seconds
         return lambda: ConvexAgentStore(ConvexHttpClient(url, key, timeout_seconds=timeout))
     path = settings.agents_file
+    if path is None:  # ServiceSettings refuses this at start-up; here it narrows the type
+        raise SettingsError("AGENTS_FILE is not set: the embedded store needs it when CONVEX_URL is unset")
     return lambda: FileAgentStore(path)

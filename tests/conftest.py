@@ -3,6 +3,7 @@ start fails the tests that need it; elsewhere those tests are skipped with the r
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import socket
@@ -138,3 +139,21 @@ def openai_standin(openai_standin_server: OpenAIStandin) -> OpenAIStandin:
     """The session's stand-in with its stats zeroed for this test."""
     openai_standin_server.reset()
     return openai_standin_server
+
+
+E2E_FILES = ("test_e2e_*", "test_image.py", "test_talk_browser.py", "test_devstack.py")
+"""Modules marked ``e2e`` as a whole: real livekit-server calls, a browser, an image, the
+dev stack (``make test-fast`` leaves them out; ``make test`` runs them)."""
+SLOW_FILES = ("test_worker_host_tier.py", "test_worker_executors.py")
+"""Modules marked ``slow`` as a whole (real workers under both executors); single slow tests
+carry ``@pytest.mark.slow`` themselves. ``--durations`` in ``make pytest`` shows what to add."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark by file, so a new e2e module is left out of ``make test-fast`` by its name."""
+    for item in items:
+        name = item.path.name
+        if any(fnmatch.fnmatch(name, pattern) for pattern in E2E_FILES):
+            item.add_marker(pytest.mark.e2e)
+        if name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)

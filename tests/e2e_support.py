@@ -3,8 +3,6 @@ livekit-server, for the e2e tests: start it, read its JSON log, stop or kill it.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import os
 import signal
@@ -20,6 +18,7 @@ from livekit import api
 from agent.dispatch import DispatchResult, _taken, dispatch_agent
 from devtools.processes import LiveKitServer, LocalConvex
 from tests.conftest import REPO, project_free_env
+from tests.helpers import wait_for_async
 
 AGENT_NAME = "e2e-voice-agent"
 
@@ -141,15 +140,7 @@ async def our_agents(lk: api.LiveKitAPI, room: str) -> list[api.ParticipantInfo]
 
 async def poll_until(check: Callable[[], Awaitable[bool]], seconds: float, interval: float = 0.1) -> bool:
     """Ask the server until ``check()`` holds (it has no event for what the test waits on)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    for _ in itertools.count():
-        if await check():
-            return True
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(interval)
-    return False
+    return await wait_for_async(check, seconds, interval=interval)
 
 
 def job_of(result: DispatchResult) -> str:

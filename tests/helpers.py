@@ -1,18 +1,19 @@
 """Test doubles that implement the real interfaces: a clock, and an httpx transport that
-injects faults in front of the real local Convex backend."""
+injects faults in front of the real local Convex backend; and ``wait_for``, the one way
+the tests wait for what has no event."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from devtools.processes import LocalConvex
+from devtools.processes import DEMO_SEED, LocalConvex
 from services import AgentConfigService, ServiceSettings
 from services.convex_client import ConvexHttpClient
 from services.convex_store import ConvexAgentStore
@@ -102,6 +103,8 @@ def settings_for(convex: LocalConvex | None = None, **overrides: Any) -> Service
     values: dict[str, Any] = {"PROMPT_REFRESH_SECONDS": 0.2, "CONVEX_TIMEOUT_SECONDS": 1.0}
     if convex is not None:
         values |= {"CONVEX_URL": convex.url, "CONVEX_DEPLOY_KEY": convex.deploy_key}
+    else:
+        values["AGENTS_FILE"] = str(DEMO_SEED)  # the embedded store has no default file
     values |= overrides
     return ServiceSettings.model_validate(values)
 
@@ -127,3 +130,40 @@ def convex_service(
 
 def gets(convex: LocalConvex) -> int:
     return int(convex.stats()["byPath"].get("agents:get", 0))
+
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], seconds: float, *, what: str | None = None, interval: float = 0.05) -> T:
+    """The tests' one way to wait for something that has no event to wait on (another
+    process, a server's answer): ask ``predicate`` every ``interval`` until it returns
+    something truthy, and return that. The last ask comes after ``seconds``; a falsy
+    answer then is returned, or, when ``what`` names the wait, raised as an
+    ``AssertionError``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return _settled(value, seconds, what)
+        time.sleep(interval)
+
+
+async def wait_for_async(
+    predicate: Callable[[], Awaitable[T]], seconds: float, *, what: str | None = None, interval: float = 0.05
+) -> T:
+    """``wait_for`` for a predicate that must be awaited (it asks a server), sleeping on
+    the event loop between asks."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        value = await predicate()
+        if value or loop.time() > deadline:
+            return _settled(value, seconds, what)
+        await asyncio.sleep(interval)
+
+
+def _settled(value: T, seconds: float, what: str | None) -> T:
+    if not value and what is not None:
+        raise AssertionError(f"timed out after {seconds:g} s waiting for: {what}")
+    return value

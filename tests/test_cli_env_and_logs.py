@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from devtools.processes import free_port
-from tests.conftest import REPO, project_free_env
+from tests.conftest import DEMO_SEED, REPO, project_free_env
 
 # The last line the worker writes on its way up with no server: livekit's retry warning.
 RETRY = "failed to connect to livekit"
@@ -35,7 +35,7 @@ def run_worker(cwd: Path, env: dict[str, str], command: str = "dev") -> list[str
     process = subprocess.Popen(
         [sys.executable, "-m", "agent", command],
         cwd=cwd,
-        env={**project_free_env(), "PYTHONPATH": str(REPO), **env},
+        env={**project_free_env(), "PYTHONPATH": str(REPO), "AGENTS_FILE": str(DEMO_SEED), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -13,13 +13,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from devtools.processes import LIVEKIT_SERVER, free_port
 from tests.conftest import REPO, project_free_env, unavailable
+from tests.helpers import wait_for
 
 
 def descendants(pid: int) -> set[int]:
@@ -53,12 +53,7 @@ def alive(pid: int) -> bool:
 
 def wait_until(check: object, seconds: float) -> bool:
     assert callable(check)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return bool(check())
+    return bool(wait_for(check, seconds, interval=0.1))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])

@@ -19,7 +19,7 @@ from services import AgentConfigService, ConfigUnavailableError
 from services.errors import StoreAuthError
 from services.file_store import local_backend_id
 from services.store_factory import default_store_factory
-from tests.conftest import REPO, project_free_env
+from tests.conftest import DEMO_SEED, REPO, project_free_env
 from tests.helpers import settings_for
 
 PRIYA = local_backend_id(0)
@@ -28,6 +28,7 @@ WORKER = {
     "LIVEKIT_API_KEY": "devkey",
     "LIVEKIT_API_SECRET": "secret",
     "AGENT_MODEL_FACTORY": "devtools.fake_models:fake_session",
+    "AGENTS_FILE": str(DEMO_SEED),
 }
 PASSWORD = "hunter2-sekrit"
 

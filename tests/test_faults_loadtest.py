@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bench.loadtest.checker import Served, VersionHistory, is_wrong
 from tests.conftest import REPO, project_free_env
+from tests.helpers import wait_for
 
 
 def history_with_a_delete() -> VersionHistory:
@@ -62,6 +62,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_killing_the_load_test_stops_every_service_it_started(signum: signal.Signals) -> None:
     args = [sys.executable, "-m", "bench.loadtest", "--agents", "3", "--joins", "1000000", "--concurrency", "1",
@@ -83,9 +84,8 @@ def test_killing_the_load_test_stops_every_service_it_started(signum: signal.Sig
         assert children, "the load test started no services"
         process.send_signal(signum)
         assert process.wait(90) != 0
-        deadline = time.monotonic() + 15  # processes already signalled take a moment to go
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # processes already signalled take a moment to go
+        wait_for(lambda: not any(_alive(pid) for pid in children), 15, interval=0.1)
         left = sorted(pid for pid in children if _alive(pid))
         assert left == [], f"still running after the load test exited: {left}"
     finally:

@@ -4,7 +4,6 @@ Real redis-server, the local Convex backend, real host processes where one must 
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from services import AgentConfigService
 from services.file_store import local_backend_id
 from services.fleet import FleetCoordinator, FleetMessageError, decode_batch, encode_batch
 from services.store import AgentVersion
-from tests.helpers import convex_service
+from tests.helpers import convex_service, wait_for_async
 
 PRIYA = local_backend_id(0)
 MARCO = local_backend_id(1)
@@ -31,11 +30,11 @@ WAIT_SECONDS = 30.0  # how long a test waits for an event before failing (not a 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Wait for ``condition`` to hold (checked every 20 ms); fail naming ``what``."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.02)
+
+    async def holds() -> bool:
+        return condition()
+
+    await wait_for_async(holds, WAIT_SECONDS, what=what, interval=0.02)
 
 
 def host(convex: LocalConvex, redis_url: str) -> AgentConfigService:
@@ -56,14 +55,12 @@ async def serves(service: AgentConfigService, agent_id: str, text: str) -> bool:
 
 
 async def until_served(services: list[AgentConfigService], agent_id: str, text: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        results = [await serves(s, agent_id, text) for s in services]
-        if all(results):
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"edit {text!r} never reached hosts {[i for i, ok in enumerate(results) if not ok]}")
-        await asyncio.sleep(0.02)
+    async def served_everywhere() -> bool:
+        return all([await serves(s, agent_id, text) for s in services])
+
+    if not await wait_for_async(served_everywhere, WAIT_SECONDS, interval=0.02):
+        missing = [i for i, s in enumerate(services) if not await serves(s, agent_id, text)]
+        pytest.fail(f"edit {text!r} never reached hosts {missing}")
 
 
 @pytest.fixture
@@ -138,6 +135,7 @@ async def test_a_follower_whose_subscription_drops_falls_back_to_polling(
         await leader.aclose()
 
 
+@pytest.mark.slow
 async def test_no_edit_is_lost_when_the_leader_is_killed(convex: LocalConvex, redis_server: RedisServer) -> None:
     redis_server.flush()
     inbox: queue.Queue[tuple[int, Event]] = queue.Queue()

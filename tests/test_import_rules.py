@@ -83,6 +83,7 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     return root / "venv" / "bin" / "python", wheel
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_only_the_production_packages(installed_wheel: tuple[Path, Path]) -> None:
     _, wheel = installed_wheel
     with zipfile.ZipFile(wheel) as archive:
@@ -90,6 +91,7 @@ def test_the_wheel_ships_only_the_production_packages(installed_wheel: tuple[Pat
     assert tops == set(PRODUCTION)
 
 
+@pytest.mark.slow
 def test_the_installed_worker_exits_2_naming_missing_settings(installed_wheel: tuple[Path, Path]) -> None:
     python, _ = installed_wheel
     deps = next(Path(sys.prefix).glob("lib/python3*/site-packages"))

@@ -86,6 +86,19 @@ def test_a_negative_rate_is_refused() -> None:
     assert result.returncode == 2 and "--rate must be 0 (closed loop) or more" in result.stderr
 
 
+def test_plot_without_matplotlib_is_one_line_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before any service starts: exit 2 and the install command, no traceback."""
+    from bench.loadtest.__main__ import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without the extra sees
+    assert main(["--joins", "1", "--plot", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["loadtest: --plot needs matplotlib, the plot extra: pip install '.[plot]'"]
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_seed_agents_cover_the_domains_and_mark_the_legacy_share() -> None:
     docs = seed_agents(Workload(agents=20, legacy_fraction=0.25))
     legacy = [doc for doc in docs if "fullPrompt" not in doc]
@@ -130,6 +143,7 @@ def run_loadtest(*args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+@pytest.mark.slow
 def test_every_strategy_runs_through_the_real_command(tmp_path: Path) -> None:
     out, chart = tmp_path / "out.json", tmp_path / "latency.png"
     result = run_loadtest("--agents", "4", "--joins", "12", "--concurrency", "2", "--edits-per-minute", "60",
@@ -151,6 +165,7 @@ def test_every_strategy_runs_through_the_real_command(tmp_path: Path) -> None:
         assert name in result.stdout  # the table
 
 
+@pytest.mark.slow
 def test_livekit_mode_dispatches_the_worker_strategies_through_a_real_server(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     result = run_loadtest("--agents", "3", "--joins", "8", "--concurrency", "4", "--latency-ms", "5",
@@ -165,6 +180,7 @@ def test_livekit_mode_dispatches_the_worker_strategies_through_a_real_server(tmp
     assert "first dispatch -> agent ready" in result.stdout
 
 
+@pytest.mark.slow
 def test_audio_mode_reports_what_each_row_s_callers_heard(tmp_path: Path) -> None:
     """``--audio``: talking calls through a real livekit-server and the OpenAI stand-in,
     one row per way of greeting; every call heard its greeting and its answer."""

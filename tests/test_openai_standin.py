@@ -24,6 +24,7 @@ from devtools.openai_standin.replies import GREETING_REPLY
 from devtools.processes import LiveKitServer, OpenAIStandin, ServiceStartError, start_openai_standin
 from devtools.speech import speak
 from tests.conftest import unavailable
+from tests.helpers import wait_for_async
 
 RATE = 24000
 DEADLINE_S = 30
@@ -150,10 +151,11 @@ async def test_prewarm_paths_answer_and_stats_reset(openai_standin: OpenAIStandi
     tts = openai.TTS(base_url=openai_standin.base_url, api_key="x")
     model.prewarm()
     tts.prewarm()
-    deadline = time.monotonic() + DEADLINE_S
-    while not {"/v1/models", "/v1/"} <= set(openai_standin.stats()["requests"]):
-        assert time.monotonic() < deadline, openai_standin.stats()
-        await asyncio.sleep(0.05)
+
+    async def both_warmed() -> bool:
+        return {"/v1/models", "/v1/"} <= set(openai_standin.stats()["requests"])
+
+    assert await wait_for_async(both_warmed, DEADLINE_S), openai_standin.stats()
     await model.aclose()
     await tts.aclose()
     openai_standin.reset()

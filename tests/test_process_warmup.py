@@ -11,7 +11,7 @@ import pytest
 
 from agent.server import build_server
 from agent.settings import WorkerSettings
-from tests.conftest import REPO, project_free_env
+from tests.conftest import DEMO_SEED, REPO, project_free_env
 
 PROBE = """
 import json, sys
@@ -77,7 +77,8 @@ def test_the_service_http_client_uses_the_shared_tls_context() -> None:
     assert pool._ssl_context is client_ssl_context()
 
 
-def test_the_process_executor_preloads_the_warmup_in_its_forkserver() -> None:
+def test_the_process_executor_preloads_the_warmup_in_its_forkserver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTS_FILE", str(DEMO_SEED))  # the embedded store has no default file
     settings = WorkerSettings.model_validate(
         {
             "LIVEKIT_URL": "ws://127.0.0.1:9",

@@ -55,3 +55,11 @@ def test_a_nonsense_number_setting_names_the_variable(monkeypatch: pytest.Monkey
     monkeypatch.setenv("PROMPT_CACHE_MAX_ENTRIES", "zero")
     with pytest.raises(SettingsError, match="PROMPT_CACHE_MAX_ENTRIES"):
         AgentConfigService.from_env()
+
+
+def test_without_convex_the_agents_file_is_required_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wheel ships no agents file, so there is no default to fall back on."""
+    monkeypatch.delenv("CONVEX_URL", raising=False)
+    monkeypatch.delenv("AGENTS_FILE", raising=False)
+    with pytest.raises(SettingsError, match="AGENTS_FILE"):
+        AgentConfigService.from_env()

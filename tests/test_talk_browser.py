@@ -33,6 +33,7 @@ from devtools.processes import LiveKitServer, LocalConvex, OpenAIStandin, free_p
 from devtools.speech import speak, wav_bytes
 from tests.conftest import REPO, demo_agents, unavailable
 from tests.e2e_support import Worker, services_env, start_worker
+from tests.helpers import wait_for_async
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 PHRASE = "What are your opening hours?"
@@ -109,15 +110,7 @@ def active_jobs(port: int) -> int:
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float = STEP_SECONDS) -> Any:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for: {what}")
-        await asyncio.sleep(0.2)
+    return await wait_for_async(check, seconds, what=what, interval=0.2)
 
 
 PAGE_STATE = """(() => ({

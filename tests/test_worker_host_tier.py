@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +21,7 @@ from devtools.processes import LocalConvex, ServiceStartError, start_local_conve
 from services.file_store import local_backend_id
 from services.host_tier import HostTier
 from tests.conftest import DEMO_SEED, REPO, project_free_env, unavailable
+from tests.helpers import wait_for as poll
 
 PRIYA = local_backend_id(0)
 WAIT_SECONDS = 30.0
@@ -101,10 +101,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Wait for another process to do something (there is no event to subscribe to)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.05)
+    poll(condition, WAIT_SECONDS, what=what)
 
 
 def holds_version(tier: HostTier, version: float) -> bool:

@@ -95,3 +95,9 @@ def test_the_model_factory_s_old_path_is_read_as_its_new_one_and_named_at_the_st
     assert [(e["event"], e["setting"], e["old"], e["new"]) for e in logs] == [
         ("setting_renamed", "AGENT_MODEL_FACTORY", "agent.models:openai_session", DEFAULT_MODEL_FACTORY)
     ]
+
+
+def test_neither_convex_nor_an_agents_file_exits_non_zero_naming_agents_file() -> None:
+    result = run_worker({**BASE, "OPENAI_API_KEY": "sk-test"})
+    assert result.returncode == 2
+    assert "AGENTS_FILE" in result.stderr and "Traceback" not in result.stderr

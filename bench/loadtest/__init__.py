@@ -1,2 +1,2 @@
 """``python -m bench.loadtest``: simulated joins against the local Convex backend, every
-caching strategy side by side in one run (see README "Load test")."""
+caching strategy side by side in one run (see docs/benchmarks.md, "Load test")."""

@@ -38,7 +38,7 @@ from bench.loadtest.audio import ROWS as AUDIO_ROWS
 from bench.loadtest.audio import run_audio, with_greetings
 from bench.loadtest.checker import VersionHistory, count_wrong
 from bench.loadtest.deleter import Deleter
-from bench.loadtest.report import Progress, percentile, plot, table, write_json
+from bench.loadtest.report import PLOT_EXTRA_MISSING, Progress, percentile, plot, plot_available, table, write_json
 from bench.loadtest.strategies import STRATEGIES, WORKER_STRATEGIES, Outcome, Target, run_strategy
 from bench.loadtest.workload import Workload, arrival_offsets, edit_picker, join_plan, pick_agent, seed_agents
 from devtools.fake_models import prompt_tag
@@ -329,6 +329,9 @@ async def run_audio_mode(workload: Workload, args: argparse.Namespace) -> list[d
 
 def main(argv: list[str] | None = None) -> int:
     workload, args = parse_args(argv)
+    if args.plot and not plot_available():
+        print(PLOT_EXTRA_MISSING, file=sys.stderr)
+        return 2
     if args.audio:
         if args.mode != "livekit":
             print("--audio applies to --mode livekit only", file=sys.stderr)

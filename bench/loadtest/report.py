@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
@@ -55,6 +56,15 @@ def write_json(
     if audio is not None:
         body["audio"] = audio
     path.write_text(json.dumps(body, indent=2) + "\n")
+
+
+PLOT_EXTRA_MISSING = "loadtest: --plot needs matplotlib, the plot extra: pip install '.[plot]'"
+
+
+def plot_available() -> bool:
+    """Whether ``plot`` can run: checked before the run, so a missing extra costs one line
+    and exit status 2, not a traceback after minutes of joins."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def plot(path: Path, latencies: dict[str, list[float]], title: str) -> None:
