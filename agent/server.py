@@ -15,10 +15,12 @@ import structlog
 from livekit.agents import AgentServer, JobExecutorType
 
 from agent.admission.capacity import (
+    JOBS_PER_CPU,
     STATUS_INTERVAL_SECONDS,
     CapacityPolicy,
     CpuSampler,
     CpuSaturation,
+    available_cpus,
     default_max_jobs,
     load_function,
     report_status_every,
@@ -86,7 +88,8 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
     @server.on("worker_started")
     def _start_main_service() -> None:
         watch_loop(asyncio.get_running_loop())
-        log.info("worker_capacity", maxJobs=policy.max_jobs, targetLoad=policy.target_load,
+        log.info("worker_capacity", maxJobs=policy.max_jobs, maxJobsFrom="AGENT_MAX_JOBS" if settings.max_jobs
+                 else f"{JOBS_PER_CPU} per CPU", cpus=available_cpus(), targetLoad=policy.target_load,
                  cpuSaturation=settings.cpu_saturation)  # fmt: skip
         if settings.cpu_saturation <= 1:
             CpuSampler(cpu).start()

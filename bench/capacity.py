@@ -48,8 +48,8 @@ from typing import IO, Any
 import httpx
 from livekit import api
 
-from agent.dispatch import DispatchError, dispatch_agent
 from agent.admission.targeting import room_name_for
+from agent.dispatch import DispatchError, dispatch_agent
 from bench.loadtest.audio import AGENT_NAME, CallerBot, start_worker, stop_worker, with_greetings, worker_env
 from bench.loadtest.report import percentile
 from bench.loadtest.workload import Workload, seed_agents
@@ -665,6 +665,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="pin the worker to these CPUs (e.g. 0) and everything else (callers, livekit-server, "
         "the stand-in, Convex) to the others: a step then measures the worker's cores alone",
     )
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        help="a capacity measured before: skip the steps, size --soak and --burst from it",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--worker-log-dir", type=Path, help="keep the workers' logs here")
     parser.add_argument(
@@ -678,6 +683,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--calls takes comma-separated numbers, got {args.calls!r}")
     if not args.steps or args.steps[0] < 1:
         parser.error("--calls needs at least one step of 1 call or more")
+    if args.capacity is not None and (args.capacity < 1 or args.baseline):
+        parser.error("--capacity takes a number of calls (1 or more), and skips the steps --baseline compares")
     if 0 < args.soak < SOAK_MIN_CALLS:
         print(f"--soak {args.soak}: under {SOAK_MIN_CALLS} calls a slope is no verdict on leaks", file=sys.stderr)
     if args.soak_sample_every < 1:
@@ -730,10 +737,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "standin_delays_ms": delays,
             "seconds": args.seconds,
         }
-        out |= await run_steps(
-            services, module="agent", executor=args.executor, steps=args.steps, args=args,
-            label=f"this worker ({args.executor})",
-        )  # fmt: skip
+        if args.capacity is not None:
+            out |= {"worker": "agent", "executor": args.executor, "steps": [], "capacity": args.capacity}
+        else:
+            out |= await run_steps(
+                services, module="agent", executor=args.executor, steps=args.steps, args=args,
+                label=f"this worker ({args.executor})",
+            )  # fmt: skip
         if args.baseline:
             out["baseline"] = await run_steps(
                 services, module="bench.stock_worker", executor="default", steps=args.steps, args=args,

@@ -28,10 +28,14 @@ from livekit.plugins import openai
 from prompts import build_full_prompt
 
 AGENT_NAME = os.environ.get("AGENT_NAME", "")
+HTTP_PORT: dict[str, Any] = {"port": int(os.environ["AGENT_HTTP_PORT"])} if os.environ.get("AGENT_HTTP_PORT") else {}
 server = AgentServer(
     ws_url=os.environ.get("LIVEKIT_URL", ""),
     api_key=os.environ.get("LIVEKIT_API_KEY", ""),
     api_secret=os.environ.get("LIVEKIT_API_SECRET", ""),
+    # livekit's default health port unless AGENT_HTTP_PORT names one (0: any free one),
+    # as the worker does: two workers on one host cannot share a port.
+    **HTTP_PORT,
 )
 
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from agent.admission.capacity import JOBS_PER_CPU, CapacityPolicy, CpuSaturation, default_max_jobs
+from agent.admission.capacity import (
+    JOBS_PER_CPU,
+    CapacityPolicy,
+    CpuSaturation,
+    available_cpus,
+    cgroup_cpu_limit,
+    default_max_jobs,
+)
 
 
 def test_load_is_the_share_of_slots_in_use_scaled_to_the_server_target_load() -> None:
@@ -50,9 +60,37 @@ def test_a_level_above_one_turns_the_cpu_rule_off() -> None:
     assert not window.saturated()
 
 
-def test_default_max_jobs_is_four_per_cpu_and_at_least_one() -> None:
-    assert default_max_jobs(2) == 2 * JOBS_PER_CPU == 8
+def test_default_max_jobs_is_the_measured_slots_per_cpu_and_at_least_one() -> None:
+    assert default_max_jobs(2) == 2 * JOBS_PER_CPU
     assert default_max_jobs(0.1) == 1
+
+
+def test_a_cgroup_quota_caps_the_cpus_the_default_is_sized_from(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # cgroup v2: 1.5 CPUs
+    assert cgroup_cpu_limit(tmp_path) == 1.5
+    assert available_cpus(tmp_path) == min(1.5, len(os.sched_getaffinity(0)))
+    (tmp_path / "cpu.max").write_text("max 100000\n")  # no quota
+    assert cgroup_cpu_limit(tmp_path) is None
+    assert available_cpus(tmp_path) == len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")  # cgroup v1: half a CPU
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(tmp_path) == 0.5 and available_cpus(tmp_path) == 0.5
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_limit(tmp_path) is None
+    assert cgroup_cpu_limit(tmp_path / "absent") is None
+
+
+def test_the_default_follows_the_cpus_this_process_may_run_on() -> None:
+    """``taskset -c 0 python -m agent start`` on a 2-CPU host: one CPU's slots, not two."""
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert available_cpus(Path("/nonexistent")) == 1.0
+        assert default_max_jobs() == max(1, int(min(1.0, available_cpus()) * JOBS_PER_CPU))
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def test_a_policy_without_slots_is_refused() -> None:

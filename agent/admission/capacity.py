@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from livekit.agents import AgentServer
 
@@ -36,10 +37,38 @@ JOBS_PER_CPU = 4
 """Default slots per CPU: LiveKit sizes ~25 voice sessions per 4 cores; 4 per core leaves
 headroom for the VAD and the job start-ups of a burst."""
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPUs a cgroup CPU quota allows this process (v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); ``None`` when there is no quota. A pod
+    limited to 2 CPUs on a 64-core node sees 64 in ``os.cpu_count()``: slots sized from
+    that would crowd its 2 CPUs with 32 times the calls they carry."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+
+
+def available_cpus(root: Path = CGROUP_ROOT) -> float:
+    """The CPUs this process may use: its affinity (``taskset``, a cpuset), capped by a
+    cgroup quota."""
+    cpus = float(len(os.sched_getaffinity(0)))
+    limit = cgroup_cpu_limit(root)
+    return min(cpus, limit) if limit else cpus
+
 
 def default_max_jobs(cpu_count: float | None = None) -> int:
-    """``AGENT_MAX_JOBS`` when unset: ``JOBS_PER_CPU`` per CPU, at least 1."""
-    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    """``AGENT_MAX_JOBS`` when unset: ``JOBS_PER_CPU`` per available CPU, at least 1."""
+    cpus = cpu_count if cpu_count is not None else available_cpus()
     return max(1, int(cpus * JOBS_PER_CPU))
 
 
