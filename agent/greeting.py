@@ -24,8 +24,8 @@ from livekit.agents import AgentSession
 from agent.models import SessionPlan, openai_client
 from agent.voice_options import TTS_SAMPLE_RATE, VoiceOptions, greeting_text
 from services import AgentConfigService, PromptResult, metrics
-from services.greeting_cache import MAX_GREETING_BYTES, GreetingAudio, greeting_key
-from services.models import AgentConfig
+from services.records import AgentConfig
+from services.tiers.greeting import MAX_GREETING_BYTES, GreetingAudio, greeting_key
 
 log = structlog.get_logger(__name__)
 

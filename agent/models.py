@@ -32,7 +32,7 @@ from livekit.plugins import openai
 
 from agent.llm_cache import prompt_cache_key
 from agent.voice_options import VoiceOptions
-from services.models import PromptResult
+from services.records import PromptResult
 from services.tls import client_ssl_context
 
 log = structlog.get_logger(__name__)

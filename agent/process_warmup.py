@@ -37,7 +37,7 @@ import agent.worker  # noqa: F401 - imported for its side effect: the job module
 from agent.models import ModelFactoryError, load_local_models, load_session_factory
 from agent.settings import DEFAULT_MODEL_FACTORY
 from services import metrics
-from services.models import PromptSource
+from services.records import PromptSource
 from services.tls import client_ssl_context
 
 client_ssl_context()

@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 
 from services import AgentConfigService, ServiceSettings
-from services.host_tier import HostTier, HostTierError, default_directory
+from services.tiers.host import HostTier, HostTierError, default_directory
 
 log = structlog.get_logger(__name__)
 

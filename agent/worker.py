@@ -40,7 +40,7 @@ from agent.tenancy import OrganizationNotServedError, check_organization, serves
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
 from services.hints import clip
 from services.logging import forward_events_to_the_worker, prompt_fingerprint
-from services.models import format_version
+from services.records import format_version
 
 log = structlog.get_logger("agent.worker")
 

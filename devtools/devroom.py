@@ -25,8 +25,8 @@ from agent.dispatch import DispatchError, dispatch_agent
 from agent.settings import server_api_url
 from agent.targeting import room_name_for
 from services.agent_ids import AGENT_ID_PATTERN
-from services.file_store import FileAgentStore
 from services.settings import ServiceSettings
+from services.store.file import FileAgentStore
 
 
 def list_agents(settings: ServiceSettings) -> list[dict[str, object]]:

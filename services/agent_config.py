@@ -14,7 +14,7 @@ How a join is served (see README "How a prompt is resolved"):
 
 One instance serves a whole worker process: jobs on any thread and any loop may
 call it concurrently. Under the PROCESS executor the main process's instance also
-writes the host tier (``services/host_tier.py``) and each job process's instance reads
+writes the host tier (``services/tiers/host.py``) and each job process's instance reads
 it between steps 1 and 2, on the caller's loop (see "host tier" below).
 """
 
@@ -39,22 +39,22 @@ from services.errors import (
     StoreError,
     store_error_kind,
 )
-from services.fleet import FleetCoordinator, FleetRole
-from services.greeting_cache import GreetingAudio, GreetingRam
+from services.freshness.fleet import FleetCoordinator, FleetRole
+from services.freshness.refresher import VersionRefresher
+from services.freshness.version_index import VersionIndex
 from services.hints import InvalidHintError, parse_version_hint
-from services.host_tier import HostTier
 from services.logging import prompt_fingerprint
-from services.models import AgentConfig, PromptResult, PromptSource
-from services.ram_cache import LruDict
-from services.ram_tier import RamTier
-from services.redis_tier import RedisTier
-from services.refresher import VersionRefresher
+from services.records import AgentConfig, PromptResult, PromptSource
 from services.service_loop import ServiceLoop
 from services.settings import ServiceSettings
-from services.store import AgentStore, AgentVersion
-from services.store_factory import StoreFactory, default_store_factory
-from services.version_index import VersionIndex
-from services.writeback import PromptWriteBack
+from services.store.factory import StoreFactory, default_store_factory
+from services.store.protocol import AgentStore, AgentVersion
+from services.store.writeback import PromptWriteBack
+from services.tiers.greeting import GreetingAudio, GreetingRam
+from services.tiers.host import HostTier
+from services.tiers.ram import RamTier
+from services.tiers.ram_cache import LruDict
+from services.tiers.redis import RedisTier
 
 log = structlog.get_logger(__name__)
 

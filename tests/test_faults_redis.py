@@ -15,8 +15,8 @@ import redis as redis_sync
 
 from devtools.processes import LocalConvex
 from services import AgentConfigService, ConfigUnavailableError
-from services.file_store import local_backend_id
-from services.models import cache_key
+from services.records import cache_key
+from services.store.file import local_backend_id
 from tests.helpers import FakeClock, FaultyTransport, convex_service, gets
 
 PRIYA = local_backend_id(0)

@@ -15,9 +15,9 @@ import redis as redis_sync
 from bench.fleet import Event, HostProcess, host_env, wait_for
 from devtools.processes import LocalConvex, RedisServer
 from services import AgentConfigService
-from services.file_store import local_backend_id
-from services.fleet import FleetCoordinator, FleetMessageError, decode_batch, encode_batch
-from services.store import AgentVersion
+from services.freshness.fleet import FleetCoordinator, FleetMessageError, decode_batch, encode_batch
+from services.store.file import local_backend_id
+from services.store.protocol import AgentVersion
 from tests.helpers import convex_service
 
 PRIYA = local_backend_id(0)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.greeting_cache import MAX_GREETING_BYTES, GreetingAudio, GreetingRam, greeting_key
-from services.host_tier import HostTier
-from services.models import AgentConfig
-from services.redis_tier import RedisTier
+from services.records import AgentConfig
+from services.tiers.greeting import MAX_GREETING_BYTES, GreetingAudio, GreetingRam, greeting_key
+from services.tiers.host import HostTier
+from services.tiers.redis import RedisTier
 
 AGENT = "a" * 32
 OTHER = "b" * 32

@@ -1,4 +1,4 @@
-"""The host tier on its own (services/host_tier.py): bounds, versions, trust, ownership."""
+"""The host tier on its own (services/tiers/host.py): bounds, versions, trust, ownership."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.host_tier import HostTier, HostTierError
-from services.models import AgentConfig
+from services.records import AgentConfig
+from services.tiers.host import HostTier, HostTierError
 from tests.conftest import REPO
 from tests.helpers import FakeClock
 
@@ -110,7 +110,7 @@ def test_an_owner_restarted_on_the_same_directory_starts_clean(tmp_path: Path) -
 def test_only_the_owner_writes(tmp_path: Path) -> None:
     tier = owner(tmp_path, FakeClock())
     reader_code = (
-        "import sys; from pathlib import Path; from services.host_tier import HostTier\n"
+        "import sys; from pathlib import Path; from services.tiers.host import HostTier\n"
         "r = HostTier.open_reader(Path(sys.argv[1]))\n"
         "try:\n    r.record_version('a', 1.0, 0.0)\nexcept PermissionError:\n    print('refused')\n"
     )
@@ -126,7 +126,7 @@ def test_another_process_reads_what_the_owner_wrote(tmp_path: Path) -> None:
     tier = owner(tmp_path, clock)
     tier.put_prompt(agent("a", 1.0), "shared prompt", clock())
     reader_code = (
-        "import sys; from pathlib import Path; from services.host_tier import HostTier\n"
+        "import sys; from pathlib import Path; from services.tiers.host import HostTier\n"
         "r = HostTier.open_reader(Path(sys.argv[1]))\n"
         "f = r.lookup('a', None, trust_seconds=60, fresh_seconds=600)\n"
         "print(f.prompt if f else None, f.agent.name if f else None)\n"
@@ -156,7 +156,7 @@ def test_a_reader_warms_its_read_path_on_a_held_prompt_and_reports_an_empty_tier
     clock = FakeClock()
     tier = owner(tmp_path, clock)
     reader_code = (
-        "import sys; from pathlib import Path; from services.host_tier import HostTier\n"
+        "import sys; from pathlib import Path; from services.tiers.host import HostTier\n"
         "r = HostTier.open_reader(Path(sys.argv[1]))\n"
         "print(r.warm())\n"
         "sys.stdin.readline()\n"

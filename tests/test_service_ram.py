@@ -10,7 +10,7 @@ import pytest
 from devtools.processes import LocalConvex
 from prompts import build_full_prompt
 from services import InvalidAgentIdError
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import demo_agents
 from tests.helpers import FakeClock, convex_service, gets
 

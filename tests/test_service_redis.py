@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from devtools.processes import LocalConvex, free_port
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.helpers import FakeClock, FaultyTransport, convex_service, gets
 
 PRIYA = local_backend_id(0)

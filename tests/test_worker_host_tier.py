@@ -19,8 +19,8 @@ import lmdb
 import pytest
 
 from devtools.processes import LocalConvex, ServiceStartError, start_local_convex
-from services.file_store import local_backend_id
-from services.host_tier import HostTier
+from services.store.file import local_backend_id
+from services.tiers.host import HostTier
 from tests.conftest import DEMO_SEED, REPO, project_free_env, unavailable
 
 PRIYA = local_backend_id(0)

@@ -17,7 +17,7 @@ One database, four kinds of keys (values are JSON):
   process that misses waits for that load instead of reading the store itself);
 - ``hb``: ``{pid, since, at}``: the owner's heartbeat, ``at`` being the start of its
   last successful change-feed poll (which confirmed every recorded version at once);
-- ``g:<agentId>``: the greeting audio of the agent's newest version (``services.greeting_cache``):
+- ``g:<agentId>``: the greeting audio of the agent's newest version (``services.tiers.greeting``):
   a JSON header line ``{key, updatedAt, sampleRate}`` then raw PCM; at most
   ``max_greeting_bytes`` of them, the oldest written evicted first.
 
@@ -46,8 +46,8 @@ from typing import Any, BinaryIO, TypeVar
 import lmdb
 import structlog
 
-from services.greeting_cache import GreetingAudio
-from services.models import AgentConfig, cache_key
+from services.records import AgentConfig, cache_key
+from services.tiers.greeting import GreetingAudio
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")

@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from services.models import cache_key
+from services.records import cache_key
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 """About 20 minutes of 24 kHz speech: a few hundred agents' greetings per process."""

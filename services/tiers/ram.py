@@ -1,6 +1,6 @@
 """The RAM tier: this process's prompts, one version per agent, keyed ``agentId:updatedAt``.
 
-aiocache's memory backend on a bounded LRU mapping (``services/ram_cache.py``) holds the
+aiocache's memory backend on a bounded LRU mapping (``services/tiers/ram_cache.py``) holds the
 entries; this module adds the one rule the service needs on top: per agent, only the
 newest version is held, and a late load of an older version never replaces it. The tier
 does no I/O and reads no clock: whether an entry is still fresh is the service's call
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.models import AgentConfig, cache_key
-from services.ram_cache import BoundedMemoryCache
+from services.records import AgentConfig, cache_key
+from services.tiers.ram_cache import BoundedMemoryCache
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,9 +42,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services import metrics
-from services.greeting_cache import GreetingAudio
-from services.models import AgentConfig, cache_key
-from services.store import AgentVersion
+from services.records import AgentConfig, cache_key
+from services.store.protocol import AgentVersion
+from services.tiers.greeting import GreetingAudio
 
 log = structlog.get_logger(__name__)
 

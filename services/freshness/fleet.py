@@ -3,7 +3,7 @@
 Only with ``PROMPT_CACHE_REDIS_URL``. Each worker host's main-process service runs a
 :class:`FleetCoordinator` next to its refresher:
 
-- **Election.** Hosts compete for a lease (:class:`~services.lease.RedisLease`). The
+- **Election.** Hosts compete for a lease (:class:`~services.freshness.lease.RedisLease`). The
   holder is the leader: it polls ``agents:changedSince``, records the versions in Redis
   with its heartbeat, stores its cursor in Redis and publishes every poll (rows and an
   empty batch alike) on a channel. A renewal that fails steps it down at once.
@@ -35,10 +35,10 @@ from typing import Any, Literal
 import structlog
 from redis.asyncio import Redis
 
-from services.lease import RedisLease
-from services.redis_tier import RedisTier
-from services.refresher import VersionRefresher
-from services.store import AgentVersion
+from services.freshness.lease import RedisLease
+from services.freshness.refresher import VersionRefresher
+from services.store.protocol import AgentVersion
+from services.tiers.redis import RedisTier
 
 log = structlog.get_logger(__name__)
 
@@ -112,7 +112,7 @@ def _is_finite(value: Any) -> bool:
 
 
 class FleetCoordinator:
-    """Implements the refresher's :class:`~services.refresher.RefreshHooks`. Lives on the
+    """Implements the refresher's :class:`~services.freshness.refresher.RefreshHooks`. Lives on the
     service loop; :meth:`start` after :meth:`attach`, :meth:`aclose` to leave the fleet."""
 
     def __init__(
