@@ -14,7 +14,7 @@ How a join is served (see README "How a prompt is resolved"):
 
 One instance serves a whole worker process: jobs on any thread and any loop may
 call it concurrently. Under the PROCESS executor the main process's instance also
-writes the host tier (``services/tiers/host.py``) and each job process's instance reads
+writes the host tier (``services/tiers/host_owner.py``, ``host_reader.py``) and each job process's instance reads
 it between steps 1 and 2, on the caller's loop (``services/tiers/host_role.py``).
 
 This module is the orchestration; the rules live beside it: the freshness rule
@@ -56,7 +56,7 @@ from services.single_flight import SingleFlight
 from services.store.factory import StoreFactory, default_store_factory
 from services.store.protocol import AgentVersion
 from services.tiers.greeting import GreetingAudio
-from services.tiers.host import HostTier
+from services.tiers.host_reader import HostTier
 from services.tiers.host_role import host_role
 from services.tiers.ram import RamTier
 from services.tiers.redis import RedisTier

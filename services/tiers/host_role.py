@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from services import metrics
 from services.records import AgentConfig, PromptResult
 from services.tiers.greeting import GreetingAudio
-from services.tiers.host import HostPrompt, HostTier
+from services.tiers.host_format import HostPrompt
+from services.tiers.host_owner import HostTierOwner
+from services.tiers.host_reader import HostTier, HostTierReader
 
 # A job process that misses the host tier while the owner loads that agent checks this often.
 HOST_LOAD_POLL_SECONDS = 0.002
@@ -65,10 +67,10 @@ class NoHostTier:
         return await load()
 
 
-class HostTierOwner(NoHostTier):
+class OwnerRole(NoHostTier):
     """The worker's main process: the only writer."""
 
-    def __init__(self, tier: HostTier) -> None:
+    def __init__(self, tier: HostTierOwner) -> None:
         self.tier = tier
         self._tier = tier
 
@@ -97,12 +99,12 @@ class HostTierOwner(NoHostTier):
             self._tier.mark_loading(agent_id, False)
 
 
-class HostTierReader(NoHostTier):
+class ReaderRole(NoHostTier):
     """A job process: reads what the owner vouches for, never writes."""
 
     def __init__(
         self,
-        tier: HostTier,
+        tier: HostTierReader,
         *,
         trust_seconds: float,
         fresh_seconds: float,
@@ -155,8 +157,9 @@ def host_role(
     """The role this process plays, from how its host tier was opened."""
     if tier is None:
         return NoHostTier()
-    if tier.owner:
-        return HostTierOwner(tier)
-    return HostTierReader(
+    if isinstance(tier, HostTierOwner):
+        return OwnerRole(tier)
+    assert isinstance(tier, HostTierReader)
+    return ReaderRole(
         tier, trust_seconds=trust_seconds, fresh_seconds=fresh_seconds, load_wait_seconds=load_wait_seconds, clock=clock
     )
