@@ -51,10 +51,6 @@ class RedisLease:
     def ttl_ms(self) -> int:
         return self._ttl_ms
 
-    @property
-    def holder(self) -> str:
-        return self._holder
-
     async def acquire(self) -> bool:
         """Take the lease if nobody holds it; True if we hold it now."""
         try:
@@ -86,12 +82,3 @@ class RedisLease:
         if not self._failing:
             log.warning("lease_redis_failed", operation=operation, error=type(exc).__name__)
         self._failing = True
-
-    async def current_holder(self) -> str | None:
-        try:
-            value = await self._client.get(self._key)
-        except Exception:  # noqa: BLE001
-            return None
-        if isinstance(value, bytes):
-            return value.decode("utf-8", "replace")
-        return None if value is None else str(value)

@@ -81,10 +81,6 @@ class VersionRefresher:
         """Where the next poll reads from (before the overlap window)."""
         return self._cursor_ms
 
-    @property
-    def interval_seconds(self) -> float:
-        return self._interval
-
     def resume_from(self, cursor_ms: float) -> None:
         """Continue from another poller's cursor (a fleet takeover): the next poll
         re-reads from there, overlap window included, so nothing in between is missed."""

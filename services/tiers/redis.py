@@ -213,10 +213,6 @@ class RedisTier:
         return self._clock() >= self._resting_until
 
     @property
-    def namespace(self) -> str:
-        return self._ns
-
-    @property
     def client(self) -> Redis:
         """The shared connection pool, for the fleet's lease, cursor and channel."""
         return self._client
