@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 
 from services.freshness.lease import RedisLease
 from services.freshness.refresher import VersionRefresher
+from services.redis_io import FAILURES, connect_subscriber
 from services.store.protocol import AgentVersion
 from services.tiers.redis import RedisTier
 
@@ -185,7 +186,7 @@ class FleetCoordinator:
             await self._lease.release()
         await self._tier.end_watch(self._host)
         if self._pubsub_client is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*FAILURES):
                 await self._pubsub_client.aclose()
 
     # ------------------------------------------------------------------ election
@@ -235,7 +236,7 @@ class FleetCoordinator:
     async def _stored_cursor(self) -> float | None:
         try:
             raw = await self._tier.client.get(self._cursor_key)
-        except Exception as exc:  # noqa: BLE001 - no stored cursor: our own is used
+        except FAILURES as exc:  # no stored cursor: our own is used
             log.warning("fleet_cursor_unreadable", error=type(exc).__name__)
             return None
         try:
@@ -286,7 +287,7 @@ class FleetCoordinator:
             pipe.set(self._cursor_key, repr(cursor_ms), ex=CURSOR_TTL_SECONDS)
             pipe.publish(self._channel, message)
             await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - followers fall back to polling
+        except FAILURES as exc:  # followers fall back to polling
             log.warning("fleet_publish_failed", error=type(exc).__name__, rows=len(rows))
 
     # ------------------------------------------------------------------ following
@@ -298,9 +299,11 @@ class FleetCoordinator:
                 await self._listen(resubscribing=dropped)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure: poll until we are back
+            except FAILURES as exc:  # Redis or the network failing: poll until we are back
                 if self._subscribed or not dropped:
                     log.warning("fleet_subscription_lost", host=self._host, error=type(exc).__name__)
+            except Exception:  # a bug, not Redis: say so, and poll until the next subscription
+                log.exception("fleet_listener_crashed", host=self._host)
             finally:
                 self._subscribed = False
             dropped = True
@@ -308,9 +311,7 @@ class FleetCoordinator:
 
     async def _listen(self, *, resubscribing: bool) -> None:
         if self._pubsub_client is None:
-            self._pubsub_client = Redis.from_url(
-                self._tier.url, socket_connect_timeout=1.0, socket_timeout=None, health_check_interval=0
-            )
+            self._pubsub_client = connect_subscriber(self._tier.url)
         pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._channel)
@@ -324,7 +325,7 @@ class FleetCoordinator:
                 if message is not None and message.get("type") == "message":
                     await self._on_batch(message["data"])
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*FAILURES):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _on_batch(self, raw: bytes | str) -> None:

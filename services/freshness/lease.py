@@ -4,7 +4,16 @@
 only while the key still names this holder, and a compare-and-delete gives it back.
 Any answer other than "still ours" (another holder, the key gone, Redis failing) means
 the lease is lost, and the caller steps down at once. Expiry is measured by the Redis
-server alone: no two hosts' clocks are compared.
+server alone: no two hosts' clocks are compared. Its scripts and failure classes are
+the Redis boundary's (``services/redis_io.py``).
+
+Why not redis-py's ``Lock``: its acquire is a bare ``SET NX PX``, so a key no holder
+could have written (another type, or a string without expiry, left by anything else
+sharing the Redis) would block every election until someone deletes it by hand. Our
+acquire clears such a key first (``redis_io._ACQUIRE``). Renew and release are the same
+compare-and-extend and compare-and-delete ``Lock`` uses (``reacquire``, ``release``), and
+the holder is the host id rather than a random token, so an operator reading
+``fleet:leader`` sees which host leads, as hosts of an older version write it.
 """
 
 from __future__ import annotations
@@ -12,36 +21,14 @@ from __future__ import annotations
 import structlog
 from redis.asyncio import Redis
 
+from services.redis_io import FAILURES, LeaseScripts
+
 log = structlog.get_logger(__name__)
-
-# SET NX PX, after clearing a key no holder could have written: another type, or a
-# string without expiry (a lease always has one). Garbage must not block the election.
-_ACQUIRE = """
-local kind = redis.call('TYPE', KEYS[1]).ok
-if (kind ~= 'none' and kind ~= 'string') or (kind == 'string' and redis.call('PTTL', KEYS[1]) == -1) then
-  redis.call('DEL', KEYS[1])
-end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-"""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 class RedisLease:
     def __init__(self, client: Redis, key: str, holder: str, ttl_ms: int) -> None:
-        self._client = client
+        self._scripts = LeaseScripts(client)
         self._key = key
         self._holder = holder
         self._ttl_ms = ttl_ms
@@ -54,8 +41,8 @@ class RedisLease:
     async def acquire(self) -> bool:
         """Take the lease if nobody holds it; True if we hold it now."""
         try:
-            taken = await self._client.eval(_ACQUIRE, 1, self._key, self._holder, str(self._ttl_ms))
-        except Exception as exc:  # noqa: BLE001 - Redis failing: we do not hold it
+            taken = await self._scripts.acquire(keys=[self._key], args=[self._holder, str(self._ttl_ms)])
+        except FAILURES as exc:  # Redis failing: we do not hold it
             self._failed("acquire", exc)
             return False
         self._failing = False
@@ -64,8 +51,8 @@ class RedisLease:
     async def renew(self) -> bool:
         """Extend the lease if it is still ours; False means lost (step down now)."""
         try:
-            renewed = await self._client.eval(_RENEW, 1, self._key, self._holder, str(self._ttl_ms))
-        except Exception as exc:  # noqa: BLE001
+            renewed = await self._scripts.renew(keys=[self._key], args=[self._holder, str(self._ttl_ms)])
+        except FAILURES as exc:
             self._failed("renew", exc)
             return False
         self._failing = False
@@ -74,8 +61,8 @@ class RedisLease:
     async def release(self) -> None:
         """Give the lease back if it is ours, so a successor need not wait for expiry."""
         try:
-            await self._client.eval(_RELEASE, 1, self._key, self._holder)
-        except Exception as exc:  # noqa: BLE001
+            await self._scripts.release(keys=[self._key], args=[self._holder])
+        except FAILURES as exc:
             self._failed("release", exc)
 
     def _failed(self, operation: str, exc: BaseException) -> None:

@@ -37,104 +37,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from services import metrics
 from services.records import AgentConfig, cache_key
+from services.redis_io import FAILURES, KEY_ERRORS, NoScriptError, TierScripts, connect
 from services.store.protocol import AgentVersion
 from services.tiers.greeting import GreetingAudio
 
 log = structlog.get_logger(__name__)
-
-# Redis errors about one key (a wrong type, a script refusing garbage): that key is
-# absent, the tier keeps serving every other key.
-_KEY_ERRORS = (redis_errors.ResponseError, redis_errors.DataError)
-
-_NOW_MS = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-
-# A number Lua can compare: nil for missing, non-numeric, NaN or infinite values.
-_FINITE = """
-local function finite(x)
-  local n = tonumber(x)
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
-  return n
-end
-"""
-
-# KEYS[1] = v:<agent>; ARGV[1] = the version seen. Returns 1 if it moved forward.
-_BUMP_VERSION = (
-    _NOW_MS
-    + _FINITE
-    + """
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
-local cur = finite(redis.call('HGET', KEYS[1], 'u'))
-local new = tonumber(ARGV[1])
-if cur == nil or cur < new then
-  redis.call('HSET', KEYS[1], 'u', ARGV[1], 'w', now)
-  return 1
-elseif cur == new then
-  redis.call('HSET', KEYS[1], 'w', now)
-end
-return 0
-"""
-)
-
-# KEYS[1] = watchers, KEYS[2] = watch_since; ARGV = host, ttl ms, "1" to start a new watch.
-# Returns the watch's start (Redis ms).
-_HEARTBEAT = (
-    _NOW_MS
-    + _FINITE
-    + """
-if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end
-if redis.call('TYPE', KEYS[2]).ok ~= 'hash' then redis.call('DEL', KEYS[2]) end
-local expiry = finite(redis.call('ZSCORE', KEYS[1], ARGV[1]))
-local since = finite(redis.call('HGET', KEYS[2], ARGV[1]))
-if ARGV[3] == '1' or expiry == nil or expiry < now or since == nil then
-  since = now
-  redis.call('HSET', KEYS[2], ARGV[1], since)
-end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)) do
-  redis.call('HDEL', KEYS[2], dead)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-return tostring(since)
-"""
-)
-
-# KEYS[1] = watchers, KEYS[2] = watch_since; ARGV[1] = host. Ends that host's watch.
-_END_WATCH = """
-if redis.call('TYPE', KEYS[1]).ok == 'zset' then redis.call('ZREM', KEYS[1], ARGV[1]) end
-if redis.call('TYPE', KEYS[2]).ok == 'hash' then redis.call('HDEL', KEYS[2], ARGV[1]) end
-return 0
-"""
-
-# KEYS[1] = v:<agent>, KEYS[2] = watchers, KEYS[3] = watch_since.
-# Returns {u, w, trusted} or nil when the agent has no (usable) record.
-_GET_VERSION = (
-    "#!lua flags=no-writes\n"  # a read: runs during a write pause and on replicas
-    + _NOW_MS
-    + _FINITE
-    + """
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return nil end
-local u = finite(redis.call('HGET', KEYS[1], 'u'))
-local w = finite(redis.call('HGET', KEYS[1], 'w'))
-if u == nil or w == nil then return nil end
-local trusted = 0
-if redis.call('TYPE', KEYS[2]).ok == 'zset' and redis.call('TYPE', KEYS[3]).ok == 'hash' then
-  for _, host in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')) do
-    local since = finite(redis.call('HGET', KEYS[3], host))
-    if since ~= nil and since <= w then
-      trusted = 1
-      break
-    end
-  end
-end
-return {redis.call('HGET', KEYS[1], 'u'), redis.call('HGET', KEYS[1], 'w'), trusted}
-"""
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +108,8 @@ class RedisTier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
-        self._client: Redis = Redis.from_url(
-            url, socket_timeout=op_timeout_seconds, socket_connect_timeout=op_timeout_seconds
-        )
+        self._client = connect(url, op_timeout_seconds=op_timeout_seconds)
+        self._scripts = TierScripts(self._client)
         self._ns = namespace
         self._op_timeout = op_timeout_seconds
         self._prompt_ttl = max(int(prompt_ttl_seconds), 1)
@@ -242,10 +152,10 @@ class RedisTier:
             return None
         try:
             raw = await self._client.get(self._prompt_key(agent_id, updated_at))
-        except _KEY_ERRORS as exc:
+        except KEY_ERRORS as exc:
             self._bad_key("get_prompt", exc)
             return None
-        except Exception as exc:  # noqa: BLE001 - any Redis failure degrades to the next tier
+        except FAILURES as exc:  # any Redis failure degrades to the next tier
             self._failed("get_prompt", exc)
             return None
         return _decode_prompt(raw, agent_id, updated_at)
@@ -256,9 +166,9 @@ class RedisTier:
         payload = json.dumps({"prompt": prompt, "agent": agent.to_json(), "loadedAt": self._clock()})
         try:  # SET replaces a value of any type: a garbage key is overwritten here
             await self._client.set(self._prompt_key(agent_id, updated_at), payload, ex=self._prompt_ttl)
-        except _KEY_ERRORS as exc:
+        except KEY_ERRORS as exc:
             self._bad_key("put_prompt", exc)
-        except Exception as exc:  # noqa: BLE001
+        except FAILURES as exc:
             self._failed("put_prompt", exc)
 
     async def record_versions(self, versions: Iterable[AgentVersion]) -> bool:
@@ -272,11 +182,11 @@ class RedisTier:
         if not rows:
             return True
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for version in rows:
-                pipe.eval(_BUMP_VERSION, 1, self.key(f"v:{version.agent_id}"), repr(version.updated_at))
-            results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # noqa: BLE001
+            results = await self._bump_versions(rows)
+            if any(isinstance(r, NoScriptError) for r in results):  # a restarted or new server
+                await self._client.script_load(self._scripts.bump_version.script)
+                results = await self._bump_versions(rows)
+        except FAILURES as exc:
             self._failed("record_versions", exc)
             return False
         errors = [r for r in results if isinstance(r, Exception)]
@@ -284,6 +194,15 @@ class RedisTier:
             self._bad_key("record_versions", errors[0])
             return False
         return True
+
+    async def _bump_versions(self, rows: list[AgentVersion]) -> list[object]:
+        """One pipelined EVALSHA per row; one round trip, no script check per call."""
+        pipe = self._client.pipeline(transaction=False)
+        sha = self._scripts.bump_version.sha
+        for version in rows:
+            pipe.evalsha(sha, 1, self.key(f"v:{version.agent_id}"), repr(version.updated_at))
+        results: list[object] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def heartbeat(self, host: str, *, new_watch: bool) -> bool:
         """Claim for ``host``: every change since its watch began has been recorded.
@@ -294,16 +213,11 @@ class RedisTier:
         if not self.available:
             return False
         try:
-            await self._client.eval(
-                _HEARTBEAT,
-                2,
-                self.key("watchers"),
-                self.key("watch_since"),
-                host,
-                str(self._trust_ms),
-                "1" if new_watch else "0",
+            await self._scripts.heartbeat(
+                keys=[self.key("watchers"), self.key("watch_since")],
+                args=[host, str(self._trust_ms), "1" if new_watch else "0"],
             )
-        except Exception as exc:  # noqa: BLE001
+        except FAILURES as exc:
             self._failed("heartbeat", exc)
             return False
         return True
@@ -313,8 +227,8 @@ class RedisTier:
         if not self.available:
             return
         try:
-            await self._client.eval(_END_WATCH, 2, self.key("watchers"), self.key("watch_since"), host)
-        except Exception as exc:  # noqa: BLE001
+            await self._scripts.end_watch(keys=[self.key("watchers"), self.key("watch_since")], args=[host])
+        except FAILURES as exc:
             self._failed("end_watch", exc)
 
     async def get_version(self, agent_id: str, *, trusted_only: bool = True) -> SharedVersion | None:
@@ -323,13 +237,13 @@ class RedisTier:
         if not self.available:
             return None
         try:
-            raw = await self._client.eval(
-                _GET_VERSION, 3, self.key(f"v:{agent_id}"), self.key("watchers"), self.key("watch_since")
+            raw = await self._scripts.get_version(
+                keys=[self.key(f"v:{agent_id}"), self.key("watchers"), self.key("watch_since")]
             )
-        except _KEY_ERRORS as exc:
+        except KEY_ERRORS as exc:
             self._bad_key("get_version", exc)
             return None
-        except Exception as exc:  # noqa: BLE001
+        except FAILURES as exc:
             self._failed("get_version", exc)
             return None
         if not isinstance(raw, list) or len(raw) != 3:
@@ -350,10 +264,10 @@ class RedisTier:
             return None
         try:
             raw = await self._client.get(self.key(f"g:{agent_id}"))
-        except _KEY_ERRORS as exc:
+        except KEY_ERRORS as exc:
             self._bad_key("get_greeting", exc)
             return None
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self._failed("get_greeting", exc)
             return None
         if not isinstance(raw, bytes):
@@ -374,9 +288,9 @@ class RedisTier:
         header = json.dumps({"key": audio.key, "updatedAt": audio.updated_at, "sampleRate": audio.sample_rate})
         try:
             await self._client.set(self.key(f"g:{agent_id}"), header.encode() + b"\n" + audio.pcm, ex=self._prompt_ttl)
-        except _KEY_ERRORS as exc:
+        except KEY_ERRORS as exc:
             self._bad_key("put_greeting", exc)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self._failed("put_greeting", exc)
 
     async def forget_agent(self, agent_id: str, versions: Iterable[float] = ()) -> None:
@@ -393,9 +307,9 @@ class RedisTier:
                 stamps.add(known)
             keys = [version_key, self.key(f"g:{agent_id}"), *(self._prompt_key(agent_id, stamp) for stamp in stamps)]
             await self._client.delete(*keys)
-        except Exception as exc:  # noqa: BLE001
+        except FAILURES as exc:
             self._failed("forget_agent", exc)
 
     async def aclose(self) -> None:
-        with contextlib.suppress(Exception):  # closing a dead connection is not an error
+        with contextlib.suppress(*FAILURES):  # closing a dead connection is not an error
             await self._client.aclose()
