@@ -40,7 +40,6 @@ from agent.service_holder import get_service, remove_host_directory
 from agent.settings import WorkerSettings
 from agent.targeting import JobTargetError, resolve_target
 from agent.worker import build_server
-from services.tiers.host_owner import HostTierOwner
 
 JOIN_TIMEOUT_SECONDS = 60.0
 CLOSE_TIMEOUT_SECONDS = 15.0
@@ -212,8 +211,8 @@ def main() -> None:
     started_at, results = asyncio.run(drive(rooms, args.concurrency, arrivals))
     if args.out is not None:
         service = get_service()
-        host = service.host_tier
-        cache_bytes = host.value_bytes if isinstance(host, HostTierOwner) else service.ram_prompt_bytes
+        stats = service.stats()
+        cache_bytes = stats.host_bytes if stats.host_bytes is not None else stats.ram_prompt_bytes
         report = {"startedAt": started_at, "joins": results, "cacheBytes": cache_bytes}
         args.out.write_text(json.dumps(report))
     remove_host_directory()  # os._exit below skips the exit handler that would

@@ -41,7 +41,7 @@ from services.errors import (
     AgentNotFoundError,
     ConfigUnavailableError,
 )
-from services.freshness.fleet import FleetCoordinator, FleetRole
+from services.freshness.fleet import FleetCoordinator
 from services.freshness.rule import FreshnessRule
 from services.freshness.version_index import VersionIndex
 from services.greetings import GreetingTiers
@@ -53,9 +53,11 @@ from services.records import AgentConfig, PromptResult
 from services.service_loop import ServiceLoop
 from services.settings import ServiceSettings
 from services.single_flight import SingleFlight
+from services.stats import ServiceStats
 from services.store.factory import StoreFactory, default_store_factory
 from services.store.protocol import AgentVersion
 from services.tiers.greeting import GreetingAudio
+from services.tiers.host_owner import HostTierOwner
 from services.tiers.host_reader import HostTier
 from services.tiers.host_role import host_role
 from services.tiers.ram import RamTier
@@ -119,6 +121,7 @@ class AgentConfigService:
         self._fleet: FleetCoordinator | None = None
         self._loop.start()
         self._loop.submit(self._start_on_loop(store_factory, run_refresher)).result()
+        metrics.export_stats(self.stats)
 
     @classmethod
     def from_env(cls, *, run_refresher: bool = True, host: HostTier | None = None) -> AgentConfigService:
@@ -258,28 +261,23 @@ class AgentConfigService:
             self._loop.stop()
 
     @property
-    def fleet_role(self) -> FleetRole | None:
-        """ "leader" or "follower" with Redis and a refresher; None otherwise."""
-        return None if self._fleet is None else self._fleet.role
-
-    @property
-    def fleet(self) -> FleetCoordinator | None:
-        """The fleet membership (Redis and a refresher only), for the simulator and tests."""
-        return self._fleet
-
-    @property
     def host_tier(self) -> HostTier | None:
         """The host tier this service writes (main process) or reads (job process), if any."""
         return self._host.tier
 
-    @property
-    def ram_entries(self) -> int:
-        return len(self._ram)
-
-    @property
-    def ram_prompt_bytes(self) -> int:
-        """UTF-8 size of the prompts the RAM tier holds (what the load test reports)."""
-        return self._ram.prompt_bytes
+    def stats(self) -> ServiceStats:
+        """What this process holds and how its fleet membership stands (no I/O); also
+        served as Prometheus gauges."""
+        owner = self._host.tier if isinstance(self._host.tier, HostTierOwner) else None
+        return ServiceStats(
+            ram_entries=len(self._ram),
+            ram_prompt_bytes=self._ram.prompt_bytes,
+            greeting_entries=len(self._greetings.ram),
+            greeting_bytes=self._greetings.ram.audio_bytes,
+            host_entries=None if owner is None else owner.entries,
+            host_bytes=None if owner is None else owner.value_bytes,
+            fleet=None if self._fleet is None else self._fleet.stats(),
+        )
 
     # ------------------------------------------------------------------ caller's loop
 

@@ -30,7 +30,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
@@ -38,12 +38,12 @@ from redis.asyncio import Redis
 from services.freshness.lease import RedisLease
 from services.freshness.refresher import VersionRefresher
 from services.redis_io import FAILURES, connect_subscriber
+from services.stats import FleetRole, FleetStats
 from services.store.protocol import AgentVersion
 from services.tiers.redis import RedisTier
 
 log = structlog.get_logger(__name__)
 
-FleetRole = Literal["leader", "follower"]
 
 # A follower polls Convex itself after this many refresh intervals without a batch.
 STALE_AFTER_POLLS = 3
@@ -158,6 +158,11 @@ class FleetCoordinator:
     @property
     def subscribed(self) -> bool:
         return self._subscribed
+
+    def stats(self) -> FleetStats:
+        return FleetStats(
+            self._host, self.role, self._subscribed, self.subscriptions, self.own_polls, self.batches_applied
+        )
 
     @property
     def lease_seconds(self) -> float:
