@@ -38,9 +38,7 @@ async def newest_held(
     held = host.newest(agent_id)
     if held is not None:
         host_version, found = held
-        result = rule.stale_result(
-            agent_id, host_version, found.prompt, found.agent, found.confirmed_at, "host", current
-        )
+        result = rule.stale_result(agent_id, host_version, found.prompt, found.agent, found.vouched_at, "host", current)
         if result is not None:
             return result
     if redis is None:

@@ -39,14 +39,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
-from services.records import AgentConfig, cache_key
-from services.tiers.greeting import GreetingAudio
+from services.records import cache_key
+from services.tiers.entry import TierEntry, decode_entry
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 """Bound on the prompt values the owner keeps (UTF-8 JSON); the map is twice that."""
@@ -61,17 +61,6 @@ HEARTBEAT_KEY = b"hb"
 
 class HostTierError(Exception):
     """The host tier cannot be opened (the reason says why); the worker runs without it."""
-
-
-@dataclass(frozen=True, slots=True)
-class HostPrompt:
-    """A prompt the host tier holds. ``confirmed_at``: when the owner last vouched that
-    this version was current (``loaded_at`` if it never did)."""
-
-    prompt: str
-    agent: AgentConfig
-    loaded_at: float
-    confirmed_at: float
 
 
 def prompt_key(agent_id: str, version: float) -> bytes:
@@ -107,33 +96,15 @@ def encode_json(value: dict[str, Any]) -> bytes:
     return json.dumps(value).encode()
 
 
-def encode_prompt(agent: AgentConfig, prompt: str, loaded_at: float) -> bytes:
-    return encode_json({"prompt": prompt, "agent": agent.to_json(), "loadedAt": loaded_at})
-
-
 def decode_prompt(
     entry: dict[str, Any], version: float, recorded: dict[str, Any] | None, beat: dict[str, Any] | None
-) -> HostPrompt:
+) -> TierEntry:
     """A ``p:`` value; confirmed by the ``v:`` record and the heartbeat if they name its version."""
-    loaded_at = float(entry["loadedAt"])
-    confirmed = loaded_at
+    found = decode_entry(entry)
+    confirmed = found.loaded_at
     if recorded is not None and float(recorded["u"]) == version:
         confirmed = max(confirmed, float(recorded["w"]), float(beat["at"]) if beat is not None else confirmed)
-    return HostPrompt(str(entry["prompt"]), AgentConfig.from_json(entry["agent"]), loaded_at, confirmed)
-
-
-def encode_greeting(audio: GreetingAudio) -> bytes:
-    header = json.dumps({"key": audio.key, "updatedAt": audio.updated_at, "sampleRate": audio.sample_rate})
-    return header.encode() + b"\n" + audio.pcm
-
-
-def decode_greeting(value: bytes, key: str) -> GreetingAudio | None:
-    """A ``g:`` value, if it is the sound ``key`` names."""
-    header_end = value.index(b"\n")
-    header = json.loads(value[:header_end])
-    if header["key"] != key:
-        return None
-    return GreetingAudio(key, float(header["updatedAt"]), int(header["sampleRate"]), value[header_end + 1 :])
+    return replace(found, confirmed_at=confirmed)
 
 
 def encode_heartbeat(started_at: float, confirmed_at: float) -> bytes:

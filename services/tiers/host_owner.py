@@ -23,7 +23,8 @@ import lmdb
 import structlog
 
 from services.records import AgentConfig
-from services.tiers.greeting import GreetingAudio
+from services.tiers.entry import encode_entry
+from services.tiers.greeting import GreetingAudio, encode_greeting
 from services.tiers.host_format import (
     DATA_FILES,
     DEFAULT_MAX_BYTES,
@@ -31,10 +32,8 @@ from services.tiers.host_format import (
     HEARTBEAT_KEY,
     MAX_READERS,
     HostTierError,
-    encode_greeting,
     encode_heartbeat,
     encode_json,
-    encode_prompt,
     greeting_slot,
     loading_key,
     prompt_key,
@@ -150,7 +149,7 @@ class HostTierOwner(HostTier):
         """Hold this version (dropping the agent's older one), record it as current, end
         the agent's loading mark, and evict the oldest entries beyond the bounds."""
         key = prompt_key(agent.agent_id, agent.updated_at)
-        value = encode_prompt(agent, prompt, loaded_at)
+        value = encode_entry(agent, prompt, loaded_at)
         if len(value) > self._max_bytes:
             log.warning("host_tier_entry_too_large", agentId=agent.agent_id, bytes=len(value))
             return

@@ -18,12 +18,11 @@ from typing import Any, TypeVar
 import lmdb
 import structlog
 
-from services.tiers.greeting import GreetingAudio
+from services.tiers.entry import TierEntry
+from services.tiers.greeting import GreetingAudio, decode_greeting
 from services.tiers.host_format import (
     HEARTBEAT_KEY,
     MAX_READERS,
-    HostPrompt,
-    decode_greeting,
     decode_prompt,
     get_json,
     greeting_slot,
@@ -76,12 +75,12 @@ class HostTier:
 
     def lookup(
         self, agent_id: str, hint: float | None, *, trust_seconds: float, fresh_seconds: float
-    ) -> HostPrompt | None:
+    ) -> TierEntry | None:
         """The agent's current prompt if the tier can vouch for it: the version is the
         dispatch's hint or (while the owner's heartbeat is recent) the recorded one, and
         was confirmed less than ``fresh_seconds`` ago. One read transaction, no waiting."""
 
-        def read(txn: lmdb.Transaction) -> HostPrompt | None:
+        def read(txn: lmdb.Transaction) -> TierEntry | None:
             beat = get_json(txn, HEARTBEAT_KEY)
             trusted = beat is not None and self._clock() - float(beat["at"]) < trust_seconds
             recorded = get_json(txn, version_key(agent_id)) if trusted else None
@@ -94,14 +93,14 @@ class HostTier:
             return None if entry is None else decode_prompt(entry, version, recorded, beat)
 
         found = self._read("lookup", read, None)
-        if found is None or self._clock() - max(found.loaded_at, found.confirmed_at) >= fresh_seconds:
+        if found is None or self._clock() - found.vouched_at >= fresh_seconds:
             return None
         return found
 
-    def newest(self, agent_id: str) -> tuple[float, HostPrompt] | None:
+    def newest(self, agent_id: str) -> tuple[float, TierEntry] | None:
         """The newest version held for the agent, trusted or not (for stale-if-error)."""
 
-        def read(txn: lmdb.Transaction) -> tuple[float, HostPrompt] | None:
+        def read(txn: lmdb.Transaction) -> tuple[float, TierEntry] | None:
             beat = get_json(txn, HEARTBEAT_KEY)
             recorded = get_json(txn, version_key(agent_id))
             prefix = prompt_prefix(agent_id)

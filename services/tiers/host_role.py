@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from services import metrics
 from services.records import AgentConfig, PromptResult
+from services.tiers.entry import TierEntry
 from services.tiers.greeting import GreetingAudio
-from services.tiers.host_format import HostPrompt
 from services.tiers.host_owner import HostTierOwner
 from services.tiers.host_reader import HostTier, HostTierReader
 
@@ -34,7 +34,7 @@ class NoHostTier:
         """A fresh prompt the owner vouches for (reader only; no I/O, no awaits)."""
         return None
 
-    def newest(self, agent_id: str) -> tuple[float, HostPrompt] | None:
+    def newest(self, agent_id: str) -> tuple[float, TierEntry] | None:
         """The newest version held, fresh or not, for stale-if-error (reader only)."""
         return None
 
@@ -124,7 +124,7 @@ class ReaderRole(NoHostTier):
             return None
         return PromptResult(found.prompt, "host", found.agent.updated_at, False, found.agent)
 
-    def newest(self, agent_id: str) -> tuple[float, HostPrompt] | None:
+    def newest(self, agent_id: str) -> tuple[float, TierEntry] | None:
         return self._tier.newest(agent_id)
 
     def greeting(self, agent_id: str, key: str) -> GreetingAudio | None:

@@ -30,7 +30,6 @@ non-finite number) is absent for that key only, and the next good write replaces
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -43,16 +42,10 @@ from services import metrics
 from services.records import AgentConfig, cache_key
 from services.redis_io import FAILURES, KEY_ERRORS, NoScriptError, TierScripts, connect
 from services.store.protocol import AgentVersion
-from services.tiers.greeting import GreetingAudio
+from services.tiers.entry import TierEntry, encode_entry, parse_entry
+from services.tiers.greeting import GreetingAudio, decode_greeting, encode_greeting
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SharedPrompt:
-    prompt: str
-    agent: AgentConfig
-    loaded_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +70,17 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _decode_prompt(raw: object, agent_id: str, updated_at: float) -> SharedPrompt | None:
+def _decode_prompt(raw: object, agent_id: str, updated_at: float) -> TierEntry | None:
     """A ``p:`` value, or None for anything this version of the code did not write."""
     if not isinstance(raw, (bytes, str)):
         return None
     try:
-        data = json.loads(raw)
-        agent = AgentConfig.from_json(data["agent"])
-        prompt = data["prompt"]
-        loaded_at = _finite(data["loadedAt"])
+        entry = parse_entry(raw)
     except (ValueError, KeyError, TypeError):
         return None
-    if loaded_at is None or not isinstance(prompt, str) or agent.agent_id != agent_id or agent.updated_at != updated_at:
+    if entry.agent.agent_id != agent_id or entry.agent.updated_at != updated_at:
         return None
-    return SharedPrompt(prompt, agent, loaded_at)
+    return entry
 
 
 class RedisTier:
@@ -147,7 +137,7 @@ class RedisTier:
         log.warning("redis_key_unusable", operation=operation, error=type(exc).__name__)
         metrics.REDIS_ERRORS.labels(operation=operation).inc()
 
-    async def get_prompt(self, agent_id: str, updated_at: float) -> SharedPrompt | None:
+    async def get_prompt(self, agent_id: str, updated_at: float) -> TierEntry | None:
         if not self.available:
             return None
         try:
@@ -163,7 +153,7 @@ class RedisTier:
     async def put_prompt(self, agent_id: str, updated_at: float, prompt: str, agent: AgentConfig) -> None:
         if not self.available:
             return
-        payload = json.dumps({"prompt": prompt, "agent": agent.to_json(), "loadedAt": self._clock()})
+        payload = encode_entry(agent, prompt, self._clock())
         try:  # SET replaces a value of any type: a garbage key is overwritten here
             await self._client.set(self._prompt_key(agent_id, updated_at), payload, ex=self._prompt_ttl)
         except KEY_ERRORS as exc:
@@ -273,11 +263,7 @@ class RedisTier:
         if not isinstance(raw, bytes):
             return None
         try:
-            header_end = raw.index(b"\n")
-            header = json.loads(raw[:header_end])
-            if header["key"] != key:
-                return None
-            return GreetingAudio(key, float(header["updatedAt"]), int(header["sampleRate"]), raw[header_end + 1 :])
+            return decode_greeting(raw, key)
         except (ValueError, KeyError, TypeError) as exc:
             self._bad_key("get_greeting", exc)
             return None
@@ -285,9 +271,8 @@ class RedisTier:
     async def put_greeting(self, agent_id: str, audio: GreetingAudio) -> None:
         if not self.available:
             return
-        header = json.dumps({"key": audio.key, "updatedAt": audio.updated_at, "sampleRate": audio.sample_rate})
         try:
-            await self._client.set(self.key(f"g:{agent_id}"), header.encode() + b"\n" + audio.pcm, ex=self._prompt_ttl)
+            await self._client.set(self.key(f"g:{agent_id}"), encode_greeting(audio), ex=self._prompt_ttl)
         except KEY_ERRORS as exc:
             self._bad_key("put_greeting", exc)
         except FAILURES as exc:
