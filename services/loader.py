@@ -31,7 +31,7 @@ from services.stale_if_error import newest_held
 from services.store.breaker import StoreBreaker
 from services.store.protocol import AgentStore, AgentVersion
 from services.tiers.host_role import NoHostTier
-from services.tiers.ram import RamTier
+from services.tiers.protocols import LocalTier
 
 # The service's events: they keep the logger name they have always been logged under.
 log = structlog.get_logger("services.agent_config")
@@ -43,7 +43,7 @@ class VersionLoader:
         *,
         index: VersionIndex,
         fresh: FreshnessRule,
-        ram: RamTier,
+        ram: LocalTier,
         host: NoHostTier,
         not_found: NegativeCache,
         notify: Callable[[AgentConfig], None],

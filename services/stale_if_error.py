@@ -12,8 +12,7 @@ from services.freshness.rule import FreshnessRule
 from services.freshness.version_index import VersionIndex
 from services.records import PromptResult
 from services.tiers.host_role import NoHostTier
-from services.tiers.ram import RamTier
-from services.tiers.redis import RedisTier
+from services.tiers.protocols import LocalTier, SharedTier
 
 
 async def newest_held(
@@ -21,9 +20,9 @@ async def newest_held(
     *,
     rule: FreshnessRule,
     index: VersionIndex,
-    ram: RamTier,
+    ram: LocalTier,
     host: NoHostTier,
-    redis: RedisTier | None,
+    redis: SharedTier | None,
 ) -> PromptResult | None:
     """The newest usable prompt the tiers hold for ``agent_id``, else ``None``."""
     if index.is_deleted(agent_id):
