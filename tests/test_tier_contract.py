@@ -19,6 +19,7 @@ from services.records import AgentConfig
 from services.tiers.entry import TierEntry
 from services.tiers.greeting import GreetingAudio, GreetingRam, greeting_key
 from services.tiers.host_owner import HostTierOwner
+from services.tiers.protocols import LocalTier, Mirror, SharedTier
 from services.tiers.ram import RamTier
 from services.tiers.redis import RedisTier
 
@@ -36,6 +37,8 @@ class Tier:
 
 def ram_tier() -> Tier:
     ram, greetings = RamTier(100), GreetingRam()
+    local: LocalTier = ram  # the protocols are checked by mypy here
+    assert local is ram
 
     async def put(agent: AgentConfig, prompt: str, loaded_at: float) -> None:
         await ram.put(agent, prompt, loaded_at)
@@ -57,6 +60,9 @@ def ram_tier() -> Tier:
 
 
 def host_tier(owner: HostTierOwner) -> Tier:
+    mirror: Mirror = owner
+    assert mirror is owner
+
     async def put(agent: AgentConfig, prompt: str, loaded_at: float) -> None:
         owner.put_prompt(agent, prompt, loaded_at)
 
@@ -77,6 +83,9 @@ def host_tier(owner: HostTierOwner) -> Tier:
 
 
 def redis_tier(redis: RedisTier, clock: list[float]) -> Tier:
+    shared: SharedTier = redis
+    assert shared is redis
+
     async def put(agent: AgentConfig, prompt: str, loaded_at: float) -> None:
         clock[0] = loaded_at  # Redis stamps loadedAt with its own clock when it writes
         await redis.put_prompt(agent.agent_id, agent.updated_at, prompt, agent)

@@ -47,7 +47,11 @@ class FreshnessRule:
         return self._clock() - max(loaded_at, confirmed if confirmed is not None else -math.inf)
 
     def is_fresh(self, agent_id: str, version: float, loaded_at: float) -> bool:
-        return self.age(agent_id, version, loaded_at) < self.ttl_seconds
+        """On the RAM hit path: :meth:`age` inlined, one call fewer per join."""
+        confirmed = self._index.confirmed_at(agent_id, version)
+        if confirmed is not None and confirmed > loaded_at:
+            loaded_at = confirmed
+        return self._clock() - loaded_at < self.ttl_seconds
 
     def confirmed_fresh(self, agent_id: str, version: float) -> float | None:
         """When this process last confirmed ``version`` current, if less than TTL ago. For a
