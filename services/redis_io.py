@@ -1,8 +1,9 @@
 """The Redis boundary: every Redis connection, script and failure class the service uses.
 
-- **Connections.** :func:`connect` builds the client the shared tier, the lease and the
-  fleet's cursor and channel share (short timeouts: Redis failing must never hold up a
-  join); :func:`connect_subscriber` the one the fleet's subscription blocks on.
+- **Connections and commands.** :class:`RedisConnection` is the client the shared tier,
+  the lease and the fleet's cursor and channel share (short timeouts: Redis failing must
+  never hold up a join), and every command they send; :meth:`RedisConnection.subscriber`
+  is the one client the fleet's subscription blocks on.
 - **Failures.** :data:`FAILURES` is Redis or the network failing (the tier rests, the
   fleet falls back to polling); :data:`KEY_ERRORS` is one key holding something this
   code did not write (that key is absent, everything else is served). Anything else is
@@ -15,11 +16,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 
-__all__ = ["FAILURES", "KEY_ERRORS", "LeaseScripts", "NoScriptError", "TierScripts", "connect", "connect_subscriber"]
+__all__ = ["FAILURES", "KEY_ERRORS", "LeaseScripts", "RedisConnection", "TierScripts"]
 
 FAILURES: tuple[type[Exception], ...] = (RedisError, OSError)
 """Redis or the network failing (a connection refused or reset, a timeout, a server error)."""
@@ -29,14 +32,64 @@ FAILURES: tuple[type[Exception], ...] = (RedisError, OSError)
 KEY_ERRORS: tuple[type[Exception], ...] = (ResponseError, DataError)
 
 
-def connect(url: str, *, op_timeout_seconds: float) -> Redis:
-    """The shared client: a connection pool with a timeout on every operation."""
-    return Redis.from_url(url, socket_timeout=op_timeout_seconds, socket_connect_timeout=op_timeout_seconds)
+class RedisConnection:
+    """One process's Redis: a connection pool with a timeout on every operation, the
+    registered scripts, and the plain commands the tier and the fleet send. Bound to the
+    loop that uses it (the service loop). Errors are redis-py's: callers catch
+    :data:`KEY_ERRORS` then :data:`FAILURES`."""
 
+    def __init__(self, url: str, *, op_timeout_seconds: float) -> None:
+        self.url = url
+        self.client = Redis.from_url(url, socket_timeout=op_timeout_seconds, socket_connect_timeout=op_timeout_seconds)
+        """The pool itself (tests use it to put garbage where the tier reads)."""
+        self.tier_scripts = TierScripts(self.client)
+        self.lease_scripts = LeaseScripts(self.client)
 
-def connect_subscriber(url: str) -> Redis:
-    """A client for one long-lived subscription: no read timeout (it waits for messages)."""
-    return Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=None, health_check_interval=0)
+    async def get(self, key: str) -> bytes | None:
+        value = await self.client.get(key)
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, *, ttl_seconds: int) -> None:
+        await self.client.set(key, value, ex=ttl_seconds)
+
+    async def hget(self, key: str, field: str) -> bytes | None:
+        value = await self.client.hget(key, field)
+        return value if isinstance(value, bytes) else None
+
+    async def delete(self, *keys: str) -> None:
+        await self.client.delete(*keys)
+
+    async def run_each(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[str]]]) -> list[object]:
+        """``script`` once per ``(keys, args)``, pipelined by SHA in one round trip; each
+        result, or the exception that call raised. A server that does not know the
+        script (restarted, or new) is sent it once, and the calls are made again."""
+        results = await self._pipelined(script, calls)
+        if any(isinstance(result, NoScriptError) for result in results):
+            await self.client.script_load(script.script)
+            results = await self._pipelined(script, calls)
+        return results
+
+    async def _pipelined(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[str]]]) -> list[object]:
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results: list[object] = await pipe.execute(raise_on_error=False)
+        return results
+
+    async def set_and_publish(self, key: str, value: str, *, ttl_seconds: int, channel: str, message: str) -> None:
+        """Store ``value`` and publish ``message``, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(key, value, ex=ttl_seconds)
+        pipe.publish(channel, message)
+        await pipe.execute()
+
+    def subscriber(self) -> Redis:
+        """A new client for one long-lived subscription: no read timeout (it waits for
+        messages). The caller closes it."""
+        return Redis.from_url(self.url, socket_connect_timeout=1.0, socket_timeout=None, health_check_interval=0)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 _NOW_MS = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"

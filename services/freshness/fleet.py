@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from services.freshness.lease import RedisLease
 from services.freshness.refresher import VersionRefresher
-from services.redis_io import FAILURES, connect_subscriber
+from services.redis_io import FAILURES
 from services.stats import FleetRole, FleetStats
 from services.store.protocol import AgentVersion
 from services.tiers.redis import RedisTier
@@ -129,7 +129,7 @@ class FleetCoordinator:
         self._interval = interval_seconds
         self._clock = clock
         ttl = max(LEASE_POLLS * interval_seconds, MIN_LEASE_SECONDS)
-        self._lease = RedisLease(tier.client, tier.key("fleet:leader"), self._host, int(ttl * 1000))
+        self._lease = RedisLease(tier.connection.lease_scripts, tier.key("fleet:leader"), self._host, int(ttl * 1000))
         self._channel = tier.key("fleet:changes")
         self._cursor_key = tier.key("fleet:cursor")
         self._refresher: VersionRefresher | None = None
@@ -240,7 +240,7 @@ class FleetCoordinator:
 
     async def _stored_cursor(self) -> float | None:
         try:
-            raw = await self._tier.client.get(self._cursor_key)
+            raw = await self._tier.connection.get(self._cursor_key)
         except FAILURES as exc:  # no stored cursor: our own is used
             log.warning("fleet_cursor_unreadable", error=type(exc).__name__)
             return None
@@ -288,10 +288,13 @@ class FleetCoordinator:
     async def _publish(self, rows: list[AgentVersion], started: float, cursor_ms: float) -> None:
         message = encode_batch(self._host, rows, cursor_ms, max(self._clock() - started, 0.0))
         try:
-            pipe = self._tier.client.pipeline(transaction=False)
-            pipe.set(self._cursor_key, repr(cursor_ms), ex=CURSOR_TTL_SECONDS)
-            pipe.publish(self._channel, message)
-            await pipe.execute()
+            await self._tier.connection.set_and_publish(
+                self._cursor_key,
+                repr(cursor_ms),
+                ttl_seconds=CURSOR_TTL_SECONDS,
+                channel=self._channel,
+                message=message,
+            )
         except FAILURES as exc:  # followers fall back to polling
             log.warning("fleet_publish_failed", error=type(exc).__name__, rows=len(rows))
 
@@ -316,7 +319,7 @@ class FleetCoordinator:
 
     async def _listen(self, *, resubscribing: bool) -> None:
         if self._pubsub_client is None:
-            self._pubsub_client = connect_subscriber(self._tier.url)
+            self._pubsub_client = self._tier.connection.subscriber()
         pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._channel)

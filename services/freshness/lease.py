@@ -19,7 +19,6 @@ the holder is the host id rather than a random token, so an operator reading
 from __future__ import annotations
 
 import structlog
-from redis.asyncio import Redis
 
 from services.redis_io import FAILURES, LeaseScripts
 
@@ -27,8 +26,8 @@ log = structlog.get_logger(__name__)
 
 
 class RedisLease:
-    def __init__(self, client: Redis, key: str, holder: str, ttl_ms: int) -> None:
-        self._scripts = LeaseScripts(client)
+    def __init__(self, scripts: LeaseScripts, key: str, holder: str, ttl_ms: int) -> None:
+        self._scripts = scripts
         self._key = key
         self._holder = holder
         self._ttl_ms = ttl_ms

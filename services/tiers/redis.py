@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 
 from services import metrics
 from services.records import AgentConfig, cache_key
-from services.redis_io import FAILURES, KEY_ERRORS, NoScriptError, TierScripts, connect
+from services.redis_io import FAILURES, KEY_ERRORS, RedisConnection
 from services.store.protocol import AgentVersion
 from services.tiers.entry import TierEntry, encode_entry, parse_entry
 from services.tiers.greeting import GreetingAudio, decode_greeting, encode_greeting
@@ -97,9 +97,8 @@ class RedisTier:
         rest_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._url = url
-        self._client = connect(url, op_timeout_seconds=op_timeout_seconds)
-        self._scripts = TierScripts(self._client)
+        self._redis = RedisConnection(url, op_timeout_seconds=op_timeout_seconds)
+        self._scripts = self._redis.tier_scripts
         self._ns = namespace
         self._op_timeout = op_timeout_seconds
         self._prompt_ttl = max(int(prompt_ttl_seconds), 1)
@@ -113,13 +112,14 @@ class RedisTier:
         return self._clock() >= self._resting_until
 
     @property
-    def client(self) -> Redis:
-        """The shared connection pool, for the fleet's lease, cursor and channel."""
-        return self._client
+    def connection(self) -> RedisConnection:
+        """The process's Redis, shared with the fleet's lease, cursor and channel."""
+        return self._redis
 
     @property
-    def url(self) -> str:
-        return self._url
+    def client(self) -> Redis:
+        """The pool itself (tests put garbage where the tier reads)."""
+        return self._redis.client
 
     def key(self, name: str) -> str:
         return f"{self._ns}{name}"
@@ -141,7 +141,7 @@ class RedisTier:
         if not self.available:
             return None
         try:
-            raw = await self._client.get(self._prompt_key(agent_id, updated_at))
+            raw = await self._redis.get(self._prompt_key(agent_id, updated_at))
         except KEY_ERRORS as exc:
             self._bad_key("get_prompt", exc)
             return None
@@ -155,7 +155,7 @@ class RedisTier:
             return
         payload = encode_entry(agent, prompt, self._clock())
         try:  # SET replaces a value of any type: a garbage key is overwritten here
-            await self._client.set(self._prompt_key(agent_id, updated_at), payload, ex=self._prompt_ttl)
+            await self._redis.set(self._prompt_key(agent_id, updated_at), payload, ttl_seconds=self._prompt_ttl)
         except KEY_ERRORS as exc:
             self._bad_key("put_prompt", exc)
         except FAILURES as exc:
@@ -172,10 +172,8 @@ class RedisTier:
         if not rows:
             return True
         try:
-            results = await self._bump_versions(rows)
-            if any(isinstance(r, NoScriptError) for r in results):  # a restarted or new server
-                await self._client.script_load(self._scripts.bump_version.script)
-                results = await self._bump_versions(rows)
+            calls = [([self.key(f"v:{row.agent_id}")], [repr(row.updated_at)]) for row in rows]
+            results = await self._redis.run_each(self._scripts.bump_version, calls)
         except FAILURES as exc:
             self._failed("record_versions", exc)
             return False
@@ -184,15 +182,6 @@ class RedisTier:
             self._bad_key("record_versions", errors[0])
             return False
         return True
-
-    async def _bump_versions(self, rows: list[AgentVersion]) -> list[object]:
-        """One pipelined EVALSHA per row; one round trip, no script check per call."""
-        pipe = self._client.pipeline(transaction=False)
-        sha = self._scripts.bump_version.sha
-        for version in rows:
-            pipe.evalsha(sha, 1, self.key(f"v:{version.agent_id}"), repr(version.updated_at))
-        results: list[object] = await pipe.execute(raise_on_error=False)
-        return results
 
     async def heartbeat(self, host: str, *, new_watch: bool) -> bool:
         """Claim for ``host``: every change since its watch began has been recorded.
@@ -253,7 +242,7 @@ class RedisTier:
         if not self.available:
             return None
         try:
-            raw = await self._client.get(self.key(f"g:{agent_id}"))
+            raw = await self._redis.get(self.key(f"g:{agent_id}"))
         except KEY_ERRORS as exc:
             self._bad_key("get_greeting", exc)
             return None
@@ -272,7 +261,7 @@ class RedisTier:
         if not self.available:
             return
         try:
-            await self._client.set(self.key(f"g:{agent_id}"), encode_greeting(audio), ex=self._prompt_ttl)
+            await self._redis.set(self.key(f"g:{agent_id}"), encode_greeting(audio), ttl_seconds=self._prompt_ttl)
         except KEY_ERRORS as exc:
             self._bad_key("put_greeting", exc)
         except FAILURES as exc:
@@ -285,16 +274,16 @@ class RedisTier:
             return
         version_key = self.key(f"v:{agent_id}")
         try:
-            current = await self._client.hget(version_key, "u")
+            current = await self._redis.hget(version_key, "u")
             stamps = set(versions)
             known = _finite(current)
             if known is not None:
                 stamps.add(known)
             keys = [version_key, self.key(f"g:{agent_id}"), *(self._prompt_key(agent_id, stamp) for stamp in stamps)]
-            await self._client.delete(*keys)
+            await self._redis.delete(*keys)
         except FAILURES as exc:
             self._failed("forget_agent", exc)
 
     async def aclose(self) -> None:
         with contextlib.suppress(*FAILURES):  # closing a dead connection is not an error
-            await self._client.aclose()
+            await self._redis.aclose()
