@@ -30,7 +30,7 @@ from agent.settings import WorkerSettings
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError, PromptResult
 from services.hints import clip
 from services.logging import prompt_fingerprint
-from services.models import format_version
+from services.records import format_version
 
 log = structlog.get_logger("agent.worker")
 

@@ -4,7 +4,7 @@ THREAD executor: the worker's main process owns one service, with the version
 refresher, and every job (a thread with its own loop) uses it: that is what makes
 the RAM tier hit. PROCESS executor: the main process's service answers
 ``on_request``, keeps the version index current and owns the host tier (LMDB, see
-``services/host_tier.py``) in the directory :func:`prepare_host_tier` exported before
+``services/tiers/host_owner.py``) in the directory :func:`prepare_host_tier` exported before
 the process pool started; each job process makes its own service without a
 refresher, reading the host tier (opened in prewarm), and closes it when the job
 ends, which flushes its write-backs. It is created lazily, never at import: a service
@@ -23,7 +23,9 @@ from pathlib import Path
 import structlog
 
 from services import AgentConfigService, ServiceSettings
-from services.host_tier import HostTier, HostTierError, default_directory
+from services.tiers.host_format import HostTierError, default_directory
+from services.tiers.host_owner import HostTierOwner
+from services.tiers.host_reader import HostTier, HostTierReader
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +78,7 @@ def _claim_host_tier() -> HostTier | None:
         return None
     settings = ServiceSettings.from_env()
     try:
-        owner = HostTier.open_owner(_host_dir, max_entries=settings.max_entries)
+        owner = HostTierOwner.open(_host_dir, max_entries=settings.max_entries)
     except HostTierError as exc:
         log.error("host_tier_unavailable", role="owner", reason=str(exc))
         return None
@@ -89,7 +91,7 @@ def _open_reader() -> HostTier | None:
     if directory is None:
         return None
     try:
-        return HostTier.open_reader(directory)
+        return HostTierReader.open(directory)
     except HostTierError as exc:
         log.warning("host_tier_unavailable", role="reader", reason=str(exc))
         return None

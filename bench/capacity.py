@@ -64,7 +64,7 @@ from devtools.processes import (
     start_local_convex,
     start_openai_standin,
 )
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 
 AGENTS = 4
 CALL_WITHIN = 60.0

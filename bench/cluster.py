@@ -43,7 +43,7 @@ from bench.loadtest.report import percentile
 from devtools.cluster import start_fleet
 from devtools.fake_models import prompt_tag
 from devtools.processes import DEMO_SEED, LiveKitCluster, start_cluster, start_local_convex
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 
 AGENT_NAME = "bench-cluster-agent"
 PRIYA = local_backend_id(0)

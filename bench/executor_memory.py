@@ -25,7 +25,7 @@ from tempfile import TemporaryDirectory
 from typing import IO
 
 from devtools.processes import DEMO_SEED, REPO, start_local_convex
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 
 DEMO_AGENTS = 4
 PROJECT_PREFIXES = ("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT", "OPENAI_", "PROBE_")

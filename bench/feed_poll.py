@@ -18,9 +18,9 @@ import time
 
 import structlog
 
-from services.refresher import PAGE_SIZE, VersionRefresher
-from services.store import AgentVersion
-from services.version_index import VersionIndex
+from services.freshness.refresher import PAGE_SIZE, VersionRefresher
+from services.freshness.version_index import VersionIndex
+from services.store.protocol import AgentVersion
 
 
 class MemoryFeed:

@@ -41,7 +41,7 @@ from typing import Any
 
 from bench.loadtest.report import percentile
 from devtools.processes import DEMO_SEED, REPO, LocalConvex, RedisServer, start_local_convex, start_redis
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 
 Event = dict[str, Any]
 

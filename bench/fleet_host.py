@@ -52,8 +52,9 @@ async def run(agents: list[str], interval: float) -> None:
     ready = False
     try:
         while not stop.is_set():
-            if service.fleet_role != role:
-                role = service.fleet_role
+            fleet_stats = service.stats().fleet
+            if (fleet_stats.role if fleet_stats else None) != role:
+                role = fleet_stats.role if fleet_stats else None
                 emit("role", role=role, t=time.time())
             for agent_id in agents:
                 try:
@@ -76,7 +77,7 @@ async def run(agents: list[str], interval: float) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
     finally:
-        fleet = service.fleet
+        fleet = service.stats().fleet
         emit(
             "done",
             resolves=resolves,

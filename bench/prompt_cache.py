@@ -25,9 +25,9 @@ from bench.loadtest.baselines import SeedAgentConfigService
 from bench.loadtest.report import percentile
 from devtools.processes import DEMO_SEED, LocalConvex, start_local_convex
 from services import AgentConfigService, ServiceSettings
-from services.file_store import local_backend_id
 from services.logging import configure_logging
-from services.store_factory import default_store_factory
+from services.store.factory import default_store_factory
+from services.store.file import local_backend_id
 
 
 def percentiles(samples: list[float]) -> tuple[float, float, float]:

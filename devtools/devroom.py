@@ -27,8 +27,8 @@ from agent.dispatch import DispatchError, dispatch_agent
 from agent.settings import server_api_url
 from devtools.processes import DEMO_SEED
 from services.agent_ids import AGENT_ID_PATTERN
-from services.file_store import FileAgentStore
 from services.settings import ServiceSettings
+from services.store.file import FileAgentStore
 
 
 def list_agents(settings: ServiceSettings) -> list[dict[str, object]]:

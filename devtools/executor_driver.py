@@ -279,8 +279,8 @@ def main() -> None:
     started_at, results = asyncio.run(drive(rooms, args.concurrency, arrivals))
     if args.out is not None:
         service = get_service()
-        host = service.host_tier
-        cache_bytes = host.value_bytes if host is not None else service.ram_prompt_bytes
+        stats = service.stats()
+        cache_bytes = stats.host_bytes if stats.host_bytes is not None else stats.ram_prompt_bytes
         report = {"startedAt": started_at, "joins": results, "cacheBytes": cache_bytes}
         args.out.write_text(json.dumps(report))
     remove_host_directory()  # os._exit below skips the exit handler that would

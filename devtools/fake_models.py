@@ -20,7 +20,7 @@ from livekit.agents.utils import shortuuid
 
 from agent.sessions.factory import SessionPlan
 from services.logging import prompt_fingerprint
-from services.models import PromptResult
+from services.records import PromptResult
 
 
 def prompt_tag(prompt: str) -> str:

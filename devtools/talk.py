@@ -33,7 +33,7 @@ from devtools.talk_calls import CallError, Calls, LiveKitAccess
 from services.errors import StoreError
 from services.logging import configure_logging
 from services.settings import ServiceSettings
-from services.store_factory import default_store_factory
+from services.store.factory import default_store_factory
 
 log = structlog.get_logger(__name__)
 

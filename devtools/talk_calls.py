@@ -5,7 +5,7 @@ join token for one room, while the dispatch (``agent.dispatch.dispatch_agent``, 
 platform backend calls) runs here in the background. The token comes back at once so the
 browser joins the room while the agent is still being dispatched: the agent finds its
 caller already there and the greeting is not held back by the caller's own connect.
-Agents are read where the worker reads them (``services.store_factory``: Convex when
+Agents are read where the worker reads them (``services.store.factory``: Convex when
 ``CONVEX_URL`` is set, else the embedded agents file).
 """
 
@@ -26,7 +26,7 @@ from agent.dispatch import DispatchError, dispatch_agent
 from agent.settings import server_api_url
 from services.agent_ids import validate_agent_id
 from services.errors import InvalidAgentIdError, StoreError
-from services.store import AgentStore
+from services.store.protocol import AgentStore
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ from services.errors import (
     ConfigUnavailableError,
     InvalidAgentIdError,
 )
-from services.models import AgentConfig, PromptResult
+from services.records import AgentConfig, PromptResult
 from services.settings import ServiceSettings, SettingsError
 
 __all__ = [

@@ -15,7 +15,7 @@
         └── MalformedDocumentError   one agent's document is broken; the store itself is fine
 
 Foreign exceptions (httpx, redis, json) are translated in exactly one place each:
-``services.convex_client`` and ``services.redis_tier``.
+``services.store.convex_client`` and ``services.tiers.redis``.
 """
 
 from __future__ import annotations

@@ -2,14 +2,18 @@
 
 Module-level by necessity: ``prometheus_client`` registers each metric once per
 process in its default registry, which livekit-agents serves on ``prometheus_port``.
-They are counters only ever added to; nothing reads them back to make decisions.
+They are counters only ever added to, and gauges read from the service's ``stats()``;
+nothing reads them back to make decisions.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from services.stats import ServiceStats
 
 RESOLUTIONS = Counter(
     "agent_prompt_resolutions",
@@ -48,3 +52,23 @@ def resolve_histogram(source: str) -> Histogram:
 
 FEED_ROWS_SKIPPED = Counter("agent_change_feed_rows_skipped", "Malformed change-feed rows skipped")
 GREETINGS = Counter("agent_greetings", "Greetings spoken, by where their audio came from", ["source"])
+
+CACHE_ENTRIES = Gauge("agent_prompt_cache_entries", "Entries this process holds, by tier", ["tier"])
+CACHE_BYTES = Gauge("agent_prompt_cache_bytes", "Bytes this process holds, by tier", ["tier"])
+FLEET_LEADER = Gauge("agent_fleet_leader", "1 while this host polls the change feed for its fleet")
+
+
+def export_stats(stats: Callable[[], ServiceStats]) -> None:
+    """Serve ``stats()`` as gauges, read at each scrape. One service per worker process:
+    the latest one built is the one exported."""
+    CACHE_ENTRIES.labels(tier="ram").set_function(lambda: stats().ram_entries)
+    CACHE_BYTES.labels(tier="ram").set_function(lambda: stats().ram_prompt_bytes)
+    CACHE_ENTRIES.labels(tier="greeting").set_function(lambda: stats().greeting_entries)
+    CACHE_BYTES.labels(tier="greeting").set_function(lambda: stats().greeting_bytes)
+    CACHE_ENTRIES.labels(tier="host").set_function(lambda: stats().host_entries or 0)
+    CACHE_BYTES.labels(tier="host").set_function(lambda: stats().host_bytes or 0)
+    FLEET_LEADER.set_function(lambda: _is_leader(stats()))
+
+
+def _is_leader(stats: ServiceStats) -> float:
+    return 1.0 if stats.fleet is not None and stats.fleet.role == "leader" else 0.0

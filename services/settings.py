@@ -47,7 +47,7 @@ class ServiceSettings(BaseSettings):
     """``redis://[:password@]host:port/db``; unset means no shared tier. A secret: it may
     carry a password, so it is never logged or echoed in an error."""
     host_cache_dir: Path | None = Field(default=None, alias="PROMPT_HOST_CACHE_DIR")
-    """PROCESS executor: the host tier's LMDB directory (``services/host_tier.py``), written
+    """PROCESS executor: the host tier's LMDB directory (``services/tiers/host_owner.py``), written
     by the worker's main process, read by its job processes. Unset: a per-worker directory
     under the system temp dir, removed when the worker exits."""
     agents_file: Path | None = Field(default=None, alias="AGENTS_FILE")

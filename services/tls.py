@@ -4,7 +4,7 @@ Building a context parses the whole CA bundle: 15-35 ms on an idle host, 100-250
 a job process starting during a burst (measured by livekit-agents' loop monitor). httpx
 builds one per client, so every PROCESS-mode job process paid it on its way to its first
 call. This context is built once per process, and once per worker for every job process
-when the forkserver builds it (``agent.process_warmup``); an ``SSLContext`` is safe to
+when the forkserver builds it (``agent.prewarm.forkserver``); an ``SSLContext`` is safe to
 share between clients, threads and loops.
 """
 

@@ -15,8 +15,8 @@ import httpx
 
 from devtools.processes import DEMO_SEED, LocalConvex
 from services import AgentConfigService, ServiceSettings
-from services.convex_client import ConvexHttpClient
-from services.convex_store import ConvexAgentStore
+from services.store.convex import ConvexAgentStore
+from services.store.convex_client import ConvexHttpClient
 
 
 class FakeClock:

@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
-from services.convex_client import ConvexFunctionError, ConvexHttpClient
 from services.errors import StoreResponseError, StoreUnavailableError
+from services.store.convex_client import ConvexFunctionError, ConvexHttpClient
 
 
 def client_for(handler: httpx.MockTransport, timeout: float = 0.2) -> ConvexHttpClient:

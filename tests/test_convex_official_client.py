@@ -15,7 +15,7 @@ from convex import ConvexError
 from convex.http_client import ConvexExecutionError, ConvexHttpClient
 
 from devtools.processes import LocalConvex
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 
 CONFIG = {"domain": "dental", "language": "en", "voice": "alloy", "model": "gpt-4o-mini", "temperature": 0.7}
 

@@ -22,7 +22,7 @@ from agent.admission.targeting import room_name_for
 from agent.dispatch import READY_ATTRIBUTE, DispatchResult, dispatch_agent
 from devtools.fake_models import prompt_tag
 from devtools.processes import LiveKitCluster, LocalConvex, ServiceStartError, start_cluster
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import demo_agents, unavailable
 from tests.e2e_support import AGENT_NAME, Worker, job_of, our_agents, poll_until, server_api, start_worker
 

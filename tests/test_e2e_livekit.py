@@ -17,7 +17,7 @@ from livekit import api, rtc
 from agent.admission.targeting import room_name_for
 from devtools.fake_models import prompt_tag
 from devtools.processes import LiveKitServer, LocalConvex
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.e2e_support import AGENT_NAME, Worker, start_worker
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from livekit import api
 from agent.admission.targeting import room_name_for
 from agent.dispatch import READY_ATTRIBUTE, DispatchResult, dispatch_agent
 from devtools.processes import LiveKitServer, LocalConvex
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.e2e_support import (
     AGENT_NAME,
     Worker,

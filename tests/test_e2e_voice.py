@@ -27,7 +27,7 @@ from agent.dispatch import dispatch_agent
 from agent.sessions.provider_cache import prompt_cache_key
 from devtools.caller import Caller, Transcript, caller_token
 from devtools.processes import LiveKitServer, LocalConvex, OpenAIStandin
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import REPO
 from tests.e2e_support import AGENT_NAME, Worker, server_api, services_env, start_worker, watch
 

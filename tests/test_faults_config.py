@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 from devtools.processes import LocalConvex
 from services import AgentConfigService, ConfigUnavailableError
 from services.errors import StoreAuthError
-from services.file_store import local_backend_id
-from services.store_factory import default_store_factory
+from services.store.factory import default_store_factory
+from services.store.file import local_backend_id
 from tests.conftest import DEMO_SEED, REPO, project_free_env
 from tests.helpers import settings_for
 
@@ -119,7 +119,7 @@ async def test_a_refused_deploy_key_is_logged_and_counted_apart_from_an_outage(c
 async def test_a_hung_redis_costs_a_join_at_most_the_redis_operation_timeout(
     convex: LocalConvex, hanging_port: int
 ) -> None:
-    from services.redis_tier import RedisTier
+    from services.tiers.redis import RedisTier
 
     url = f"redis://:{PASSWORD}@127.0.0.1:{hanging_port}/0"
     settings = settings_for(convex, PROMPT_CACHE_REDIS_URL=url)

@@ -15,7 +15,7 @@ import pytest
 
 from devtools.processes import LocalConvex
 from services import AgentConfigService, AgentNotFoundError
-from services.file_store import FileAgentStore, local_backend_id
+from services.store.file import FileAgentStore, local_backend_id
 from tests.conftest import demo_agents
 from tests.helpers import FakeClock, FaultyTransport, convex_service, gets, settings_for
 

@@ -13,12 +13,12 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from devtools.processes import LocalConvex
-from services.convex_client import ConvexHttpClient
-from services.convex_store import ConvexAgentStore
-from services.file_store import FileAgentStore, local_backend_id
-from services.refresher import MAX_CONCURRENT_RELOADS, VersionRefresher
-from services.store import AgentVersion
-from services.version_index import VersionIndex
+from services.freshness.refresher import MAX_CONCURRENT_RELOADS, VersionRefresher
+from services.freshness.version_index import VersionIndex
+from services.store.convex import ConvexAgentStore
+from services.store.convex_client import ConvexHttpClient
+from services.store.file import FileAgentStore, local_backend_id
+from services.store.protocol import AgentVersion
 from tests.helpers import FaultyTransport, convex_service
 
 PRIYA = local_backend_id(0)

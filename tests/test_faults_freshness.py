@@ -15,7 +15,7 @@ import pytest
 
 from devtools.processes import LocalConvex, ServiceStartError, start_local_convex
 from services import AgentNotFoundError
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import demo_agents, unavailable
 from tests.helpers import FaultyTransport, convex_service
 

@@ -23,8 +23,8 @@ from agent.admission.targeting import JobTarget, JobTargetError, resolve_target,
 from agent.settings import WorkerSettings
 from devtools.processes import LocalConvex
 from services import AgentConfigError, AgentConfigService, AgentNotFoundError
-from services.file_store import local_backend_id
-from services.store_factory import default_store_factory
+from services.store.factory import default_store_factory
+from services.store.file import local_backend_id
 from tests.helpers import convex_service, gets, settings_for
 
 AGENT = local_backend_id(0)

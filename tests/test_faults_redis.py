@@ -15,8 +15,8 @@ import redis as redis_sync
 
 from devtools.processes import LocalConvex
 from services import AgentConfigService, ConfigUnavailableError
-from services.file_store import local_backend_id
-from services.models import cache_key
+from services.records import cache_key
+from services.store.file import local_backend_id
 from tests.helpers import FakeClock, FaultyTransport, convex_service, gets
 
 PRIYA = local_backend_id(0)
@@ -261,7 +261,8 @@ async def test_a_garbage_leader_lease_does_not_block_the_election(
         raw.set(f"{NS}fleet:leader", "a host that never expires")
     main = main_host(convex, redis_url)
     try:
-        role = main.fleet_role
+        fleet = main.stats().fleet
+        role = None if fleet is None else fleet.role
     finally:
         await main.aclose()
     assert role == "leader"

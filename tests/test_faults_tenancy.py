@@ -27,8 +27,8 @@ from devtools.fake_models import fake_session
 from devtools.processes import LocalConvex
 from prompts import build_full_prompt
 from services import AgentConfigService
-from services.file_store import local_backend_id
-from services.models import PromptResult
+from services.records import PromptResult
+from services.store.file import local_backend_id
 from tests.conftest import demo_agents
 from tests.helpers import convex_service
 

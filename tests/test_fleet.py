@@ -14,9 +14,10 @@ import redis as redis_sync
 from bench.fleet import Event, HostProcess, host_env, wait_for
 from devtools.processes import LocalConvex, RedisServer
 from services import AgentConfigService
-from services.file_store import local_backend_id
-from services.fleet import FleetCoordinator, FleetMessageError, decode_batch, encode_batch
-from services.store import AgentVersion
+from services.freshness.fleet import FleetMessageError, decode_batch, encode_batch
+from services.stats import FleetStats
+from services.store.file import local_backend_id
+from services.store.protocol import AgentVersion
 from tests.helpers import convex_service, wait_for_async
 
 PRIYA = local_backend_id(0)
@@ -41,9 +42,15 @@ def host(convex: LocalConvex, redis_url: str) -> AgentConfigService:
     return convex_service(convex, run_refresher=True, PROMPT_CACHE_REDIS_URL=redis_url, PROMPT_REFRESH_SECONDS=REFRESH)
 
 
-def fleet_of(service: AgentConfigService) -> FleetCoordinator:
-    assert service.fleet is not None
-    return service.fleet
+def fleet_of(service: AgentConfigService) -> FleetStats:
+    stats = service.stats().fleet
+    assert stats is not None
+    return stats
+
+
+def role_of(service: AgentConfigService) -> str | None:
+    stats = service.stats().fleet
+    return None if stats is None else stats.role
 
 
 def edit(convex: LocalConvex, agent_id: str, text: str) -> None:
@@ -75,16 +82,16 @@ async def test_one_host_leads_and_a_lost_renewal_steps_it_down_at_once(
 ) -> None:
     first, second = host(convex, redis_url), host(convex, redis_url)
     try:
-        assert (first.fleet_role, second.fleet_role) == ("leader", "follower")
+        assert (role_of(first), role_of(second)) == ("leader", "follower")
         assert raw.get(LEASE_KEY) == fleet_of(first).host.encode()
         # Someone else now holds the lease: the leader's next renewal fails.
         raw.set(LEASE_KEY, "intruder", px=60_000)
-        await until(lambda: first.fleet_role == "follower", "the leader to step down")
+        await until(lambda: role_of(first) == "follower", "the leader to step down")
         # Nobody claims a lease someone else holds.
-        await until(lambda: second.fleet_role == "follower", "no host leading")
+        await until(lambda: role_of(second) == "follower", "no host leading")
         raw.delete(LEASE_KEY)
-        await until(lambda: "leader" in (first.fleet_role, second.fleet_role), "a new election")
-        assert sorted([first.fleet_role or "", second.fleet_role or ""]) == ["follower", "leader"]
+        await until(lambda: "leader" in (role_of(first), role_of(second)), "a new election")
+        assert sorted([role_of(first) or "", role_of(second) or ""]) == ["follower", "leader"]
     finally:
         await second.aclose()
         await first.aclose()
@@ -129,7 +136,7 @@ async def test_a_follower_whose_subscription_drops_falls_back_to_polling(
         await until_served([follower], MARCO, "After the drop.")
         # Counted once the poll has finished, just after it served the edit: wait for it.
         await until(lambda: fleet_of(follower).own_polls > 0, "the follower to poll Convex itself")
-        assert leader.fleet_role == "leader"  # the leader was alive all along
+        assert role_of(leader) == "leader"  # the leader was alive all along
     finally:
         await follower.aclose()
         await leader.aclose()
@@ -151,7 +158,7 @@ async def test_no_edit_is_lost_when_the_leader_is_killed(convex: LocalConvex, re
         leader.kill()  # SIGKILL: no release of the lease, no goodbye
         edit(convex, PRIYA, "During the gap.")
         edit(convex, MARCO, "Also during the gap.")
-        await until(lambda: "leader" in [f.fleet_role for f in followers], "another host to take the lease")
+        await until(lambda: "leader" in [role_of(f) for f in followers], "another host to take the lease")
         await until_served(followers, PRIYA, "During the gap.")
         await until_served(followers, MARCO, "Also during the gap.")
         edit(convex, PRIYA, "After the takeover.")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.greeting_cache import MAX_GREETING_BYTES, GreetingAudio, GreetingRam, greeting_key
-from services.host_tier import HostTier
-from services.models import AgentConfig
-from services.redis_tier import RedisTier
+from services.records import AgentConfig
+from services.tiers.greeting import MAX_GREETING_BYTES, GreetingAudio, GreetingRam, greeting_key
+from services.tiers.host_owner import HostTierOwner
+from services.tiers.redis import RedisTier
 
 AGENT = "a" * 32
 OTHER = "b" * 32
@@ -53,7 +53,7 @@ def test_ram_drops_a_version_an_edit_superseded_but_not_a_newer_one() -> None:
 
 
 def test_the_host_tier_shares_a_greeting_with_job_processes_and_drops_it_with_the_agent(tmp_path: Path) -> None:
-    owner = HostTier.open_owner(tmp_path, max_entries=10)
+    owner = HostTierOwner.open(tmp_path, max_entries=10)
     reader = owner  # one LMDB environment per process: the owner reads as a job process would
     try:
         sound = audio(AGENT, 1.0)
@@ -102,7 +102,7 @@ async def test_a_garbage_greeting_in_redis_is_a_miss_not_an_error(redis_url: str
 
 @pytest.mark.parametrize("size", [0, 1])
 def test_empty_or_odd_audio_still_round_trips_through_the_host_tier(tmp_path: Path, size: int) -> None:
-    owner = HostTier.open_owner(tmp_path, max_entries=10)
+    owner = HostTierOwner.open(tmp_path, max_entries=10)
     try:
         sound = audio(AGENT, 1.0, size=size)
         owner.put_greeting(AGENT, sound)

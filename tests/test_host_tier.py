@@ -1,4 +1,4 @@
-"""The host tier on its own (services/host_tier.py): bounds, versions, trust, ownership."""
+"""The host tier on its own (services/tiers/host_owner.py, host_reader.py): bounds, versions, trust, ownership."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from services.host_tier import HostTier, HostTierError
-from services.models import AgentConfig
+from services.records import AgentConfig
+from services.tiers.host_format import HostTierError
+from services.tiers.host_owner import HostTierOwner
+from services.tiers.host_reader import HostTier
 from tests.conftest import REPO
 from tests.helpers import FakeClock
 
@@ -20,8 +22,8 @@ def agent(agent_id: str, version: float) -> AgentConfig:
     return AgentConfig(agent_id, "org", f"Agent {agent_id}", {"voice": "alloy"}, version)
 
 
-def owner(path: Path, clock: FakeClock, *, max_entries: int = 100, max_bytes: int = 1_000_000) -> HostTier:
-    return HostTier.open_owner(path, max_entries=max_entries, max_bytes=max_bytes, clock=clock)
+def owner(path: Path, clock: FakeClock, *, max_entries: int = 100, max_bytes: int = 1_000_000) -> HostTierOwner:
+    return HostTierOwner.open(path, max_entries=max_entries, max_bytes=max_bytes, clock=clock)
 
 
 def look(tier: HostTier, agent_id: str, hint: float | None = None) -> str | None:
@@ -110,9 +112,10 @@ def test_an_owner_restarted_on_the_same_directory_starts_clean(tmp_path: Path) -
 def test_only_the_owner_writes(tmp_path: Path) -> None:
     tier = owner(tmp_path, FakeClock())
     reader_code = (
-        "import sys; from pathlib import Path; from services.host_tier import HostTier\n"
-        "r = HostTier.open_reader(Path(sys.argv[1]))\n"
-        "try:\n    r.record_version('a', 1.0, 0.0)\nexcept PermissionError:\n    print('refused')\n"
+        "import sys; from pathlib import Path; from services.tiers.host_reader import HostTierReader\n"
+        "r = HostTierReader.open(Path(sys.argv[1]))\n"
+        "writes = ('put_prompt', 'put_greeting', 'record_version', 'forget_agent', 'mark_loading', 'heartbeat')\n"
+        "print([name for name in writes if hasattr(r, name)] or 'refused')\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", reader_code, str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=True
@@ -126,8 +129,8 @@ def test_another_process_reads_what_the_owner_wrote(tmp_path: Path) -> None:
     tier = owner(tmp_path, clock)
     tier.put_prompt(agent("a", 1.0), "shared prompt", clock())
     reader_code = (
-        "import sys; from pathlib import Path; from services.host_tier import HostTier\n"
-        "r = HostTier.open_reader(Path(sys.argv[1]))\n"
+        "import sys; from pathlib import Path; from services.tiers.host_reader import HostTierReader\n"
+        "r = HostTierReader.open(Path(sys.argv[1]))\n"
         "f = r.lookup('a', None, trust_seconds=60, fresh_seconds=600)\n"
         "print(f.prompt if f else None, f.agent.name if f else None)\n"
     )
@@ -156,8 +159,8 @@ def test_a_reader_warms_its_read_path_on_a_held_prompt_and_reports_an_empty_tier
     clock = FakeClock()
     tier = owner(tmp_path, clock)
     reader_code = (
-        "import sys; from pathlib import Path; from services.host_tier import HostTier\n"
-        "r = HostTier.open_reader(Path(sys.argv[1]))\n"
+        "import sys; from pathlib import Path; from services.tiers.host_reader import HostTierReader\n"
+        "r = HostTierReader.open(Path(sys.argv[1]))\n"
         "print(r.warm())\n"
         "sys.stdin.readline()\n"
         "print(r.warm(), r.lookup('a', None, trust_seconds=60, fresh_seconds=600).prompt)\n"

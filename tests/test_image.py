@@ -44,7 +44,7 @@ from devtools.image import (
     run_argv,
 )
 from devtools.processes import DEMO_SEED, REPO, LiveKitServer, free_port
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import unavailable
 from tests.e2e_support import Worker, job_of, our_agents, server_api
 

@@ -11,7 +11,7 @@ import httpx
 
 from devtools.processes import LocalConvex, start_local_convex
 from prompts import build_full_prompt
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import DEMO_SEED, REPO, demo_agents
 
 

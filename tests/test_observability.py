@@ -11,8 +11,8 @@ import structlog
 from prometheus_client import REGISTRY
 
 from devtools.processes import LocalConvex
-from services.file_store import local_backend_id
 from services.logging import configure_logging
+from services.store.file import local_backend_id
 from tests.helpers import convex_service
 
 PRIYA = local_backend_id(0)

@@ -23,7 +23,7 @@ from livekit import api
 
 from agent.admission.targeting import room_name_for
 from devtools.processes import LiveKitServer, LocalConvex
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import REPO, project_free_env
 
 pytestmark = pytest.mark.e2e

@@ -69,7 +69,7 @@ def test_a_factory_that_cannot_load_leaves_the_warmup_working() -> None:
 
 
 def test_the_service_http_client_uses_the_shared_tls_context() -> None:
-    from services.convex_client import ConvexHttpClient
+    from services.store.convex_client import ConvexHttpClient
     from services.tls import client_ssl_context
 
     client = ConvexHttpClient("https://example.invalid", "key", timeout_seconds=1)

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from agent.sessions.openai import openai_session
 from agent.sessions.provider_cache import CachedTokens, prompt_cache_key
-from services.models import AgentConfig, PromptResult
+from services.records import AgentConfig, PromptResult
 
 AGENT_ID = "00000000000000000000010000agents"
 CACHED = 1024

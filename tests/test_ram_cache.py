@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from services.ram_cache import BoundedMemoryCache, LruDict
-from services.version_index import VersionIndex
+from services.freshness.version_index import VersionIndex
+from services.tiers.ram_cache import BoundedMemoryCache, LruDict
 
 
 def test_lru_dict_drops_the_least_recently_used_and_reports_it() -> None:

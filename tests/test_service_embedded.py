@@ -11,7 +11,7 @@ import pytest
 
 from prompts import build_full_prompt
 from services import AgentConfigService, AgentNotFoundError, SettingsError
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import DEMO_SEED
 
 

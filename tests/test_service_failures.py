@@ -9,7 +9,7 @@ import pytest
 
 from devtools.processes import LocalConvex, start_local_convex
 from services import AgentNotFoundError, ConfigUnavailableError
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import DEMO_SEED
 from tests.helpers import FakeClock, FaultyTransport, convex_service, gets, settings_for
 
@@ -76,7 +76,7 @@ async def test_a_dead_convex_on_a_closed_port_still_serves_what_was_seen() -> No
 
 async def test_an_agent_never_seen_fails_within_three_timeouts_when_convex_hangs(hanging_port: int) -> None:
     from services import AgentConfigService
-    from services.store_factory import default_store_factory
+    from services.store.factory import default_store_factory
 
     settings = settings_for(
         None,

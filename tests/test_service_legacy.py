@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 
 from devtools.processes import LocalConvex
 from prompts import build_full_prompt
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import demo_agents
 from tests.helpers import FaultyTransport, convex_service, gets
 

@@ -6,11 +6,12 @@ import asyncio
 import threading
 
 import pytest
+from prometheus_client import REGISTRY
 
 from devtools.processes import LocalConvex
 from prompts import build_full_prompt
 from services import InvalidAgentIdError
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import demo_agents
 from tests.helpers import FakeClock, convex_service, gets
 
@@ -101,7 +102,10 @@ async def test_ram_tier_keeps_at_most_max_entries_evicting_the_least_recently_us
         await service.get_full_prompt(MARCO)
         await service.get_full_prompt(PRIYA)  # Priya is now the most recently used
         await service.get_full_prompt(SOFIA)  # evicts Marco
-        assert service.ram_entries == 2
+        assert service.stats().ram_entries == 2
+        assert REGISTRY.get_sample_value("agent_prompt_cache_entries", {"tier": "ram"}) == 2  # also a gauge
+        prompt_bytes = REGISTRY.get_sample_value("agent_prompt_cache_bytes", {"tier": "ram"})
+        assert prompt_bytes == service.stats().ram_prompt_bytes > 0
         assert (await service.get_full_prompt(PRIYA)).source == "ram"
         assert (await service.get_full_prompt(MARCO)).source == "db"
     finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from devtools.processes import LocalConvex, free_port
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
+from services.store.protocol import AgentVersion
+from services.tiers.redis import RedisTier
 from tests.helpers import FakeClock, FaultyTransport, convex_service, gets
 
 PRIYA = local_backend_id(0)
@@ -92,3 +94,22 @@ async def test_with_convex_down_a_fresh_job_serves_the_shared_prompt_as_stale(
     finally:
         await second_job.aclose()
     assert (stale.source, stale.stale, stale.prompt) == ("redis", True, loaded.prompt)
+
+
+async def test_the_tier_runs_its_scripts_by_sha_and_reloads_them_after_a_script_flush(redis_url: str) -> None:
+    """A restarted (or new) server knows none of the scripts: the tier loads them again
+    instead of reporting Redis as unavailable."""
+    tier = RedisTier(redis_url, prompt_ttl_seconds=60, trust_seconds=10)
+    try:
+        await tier.client.script_flush()
+        assert await tier.record_versions([AgentVersion(PRIYA, 1.0)])  # pipelined EVALSHA
+        assert await tier.heartbeat("host-a", new_watch=True)  # one EVALSHA
+        await tier.client.script_flush()
+        assert await tier.record_versions([AgentVersion(PRIYA, 2.0)])
+        found = await tier.get_version(PRIYA)
+        assert found is not None and found.updated_at == 2.0
+        assert tier.available
+        info = await tier.client.info("commandstats")
+        assert "cmdstat_eval" not in info  # never the whole script on the wire
+    finally:
+        await tier.aclose()

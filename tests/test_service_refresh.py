@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from devtools.processes import LocalConvex
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.helpers import convex_service, gets
 
 PRIYA = local_backend_id(0)

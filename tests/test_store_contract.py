@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from devtools.processes import LocalConvex
-from services.convex_client import ConvexHttpClient
-from services.convex_store import ConvexAgentStore
-from services.file_store import FileAgentStore, local_backend_id
-from services.store import AgentStore
+from services.store.convex import ConvexAgentStore
+from services.store.convex_client import ConvexHttpClient
+from services.store.file import FileAgentStore, local_backend_id
+from services.store.protocol import AgentStore
 from tests.conftest import DEMO_SEED, demo_agents
 
 

@@ -16,7 +16,7 @@ from livekit import api
 from devtools.processes import DEMO_SEED, LiveKitServer, free_port
 from devtools.talk import build_app
 from devtools.talk_calls import Calls, LiveKitAccess
-from services.file_store import FileAgentStore, local_backend_id
+from services.store.file import FileAgentStore, local_backend_id
 from tests.conftest import demo_agents
 
 AGENT_NAME = "talk-api-test"

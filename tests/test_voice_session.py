@@ -13,7 +13,7 @@ from livekit.plugins import openai
 
 from agent.sessions.openai import openai_session
 from agent.sessions.voice_options import PIPELINE_LLM_MODEL, REALTIME_MODEL, VoiceOptions
-from services.models import AgentConfig, PromptResult
+from services.records import AgentConfig, PromptResult
 
 AGENT_ID = "a" * 32
 

@@ -29,8 +29,8 @@ from agent.settings import WorkerSettings
 from devtools.fake_models import fake_session, prompt_tag
 from devtools.processes import LocalConvex
 from services import AgentConfigService
-from services.file_store import local_backend_id
-from services.models import PromptResult
+from services.records import PromptResult
+from services.store.file import local_backend_id
 from tests.conftest import demo_agents
 from tests.helpers import FaultyTransport, convex_service, gets
 

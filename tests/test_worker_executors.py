@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from devtools.processes import LocalConvex
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 from tests.conftest import REPO, project_free_env
 
 PRIYA_ROOM = f"agent-{local_backend_id(0)}"

@@ -18,8 +18,8 @@ import lmdb
 import pytest
 
 from devtools.processes import LocalConvex, ServiceStartError, start_local_convex
-from services.file_store import local_backend_id
-from services.host_tier import HostTier
+from services.store.file import local_backend_id
+from services.tiers.host_reader import HostTier, HostTierReader
 from tests.conftest import DEMO_SEED, REPO, project_free_env, unavailable
 from tests.helpers import wait_for as poll
 
@@ -134,7 +134,7 @@ def test_an_edit_reaches_the_next_job_process_once_the_main_process_picked_it_up
     worker = start_worker(convex)
     before = worker.join(f"agent-{PRIYA}--before")
     edited = convex.call("mutation", "agents:update", {"agentId": PRIYA, "systemPrompt": "Edited while calls run."})
-    reader = HostTier.open_reader(worker.host_dir)
+    reader = HostTierReader.open(worker.host_dir)
     try:
         wait_for(
             lambda: holds_version(reader, edited["updatedAt"]),
@@ -161,7 +161,7 @@ def test_with_convex_down_a_job_process_serves_the_held_prompt_flagged_stale(
         held = worker.join(f"agent-{PRIYA}--held")
     finally:
         convex.stop()
-    reader = HostTier.open_reader(worker.host_dir)
+    reader = HostTierReader.open(worker.host_dir)
     try:  # once nothing confirms the held version, it ages past the TTL
         wait_for(
             lambda: reader.lookup(PRIYA, None, trust_seconds=60, fresh_seconds=1) is None,
@@ -203,7 +203,7 @@ def test_a_reader_killed_mid_read_leaves_the_tier_usable(
     finally:
         env.close()
     edited = convex.call("mutation", "agents:update", {"agentId": PRIYA, "systemPrompt": "Edited after the kill."})
-    watcher = HostTier.open_reader(worker.host_dir)
+    watcher = HostTierReader.open(worker.host_dir)
     try:
         wait_for(
             lambda: holds_version(watcher, edited["updatedAt"]),

@@ -41,7 +41,7 @@ from agent.prewarm.local_models import load_local_models
 from agent.sessions.factory import ModelFactoryError, load_session_factory
 from agent.settings import DEFAULT_MODEL_FACTORY, current_model_factory
 from services import metrics
-from services.models import PromptSource
+from services.records import PromptSource
 from services.tls import client_ssl_context
 
 client_ssl_context()

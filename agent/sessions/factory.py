@@ -16,7 +16,7 @@ from typing import Any
 from livekit.agents import AgentSession, room_io
 
 from agent.sessions.voice_options import VoiceOptions
-from services.models import PromptResult
+from services.records import PromptResult
 
 
 @dataclass

@@ -4,7 +4,7 @@ when the worker has it.
 An agent's greeting is fixed text in its config, so its audio is fixed per version and
 voice. The worker's main process synthesizes it when a version is loaded (the
 ``on_request`` prefetch, the refresher's reload of an edited agent) and the service keeps
-it in its tiers (``services.greeting_cache``: RAM, the host tier for PROCESS job
+it in its tiers (``services.tiers.greeting``: RAM, the host tier for PROCESS job
 processes, Redis between hosts). A job plays it with ``say(text, audio=...)``; on a miss
 it speaks through the session's live TTS and never waits for the cache.
 """
@@ -25,8 +25,8 @@ from agent.sessions.factory import SessionPlan
 from agent.sessions.openai import openai_client
 from agent.sessions.voice_options import TTS_SAMPLE_RATE, VoiceOptions, greeting_text
 from services import AgentConfigService, PromptResult, metrics
-from services.greeting_cache import MAX_GREETING_BYTES, GreetingAudio, greeting_key
-from services.models import AgentConfig
+from services.records import AgentConfig
+from services.tiers.greeting import MAX_GREETING_BYTES, GreetingAudio, greeting_key
 
 log = structlog.get_logger(__name__)
 

@@ -25,7 +25,7 @@ from livekit.plugins import openai
 from agent.sessions.factory import SessionPlan
 from agent.sessions.provider_cache import prompt_cache_key
 from agent.sessions.voice_options import VoiceOptions
-from services.models import PromptResult
+from services.records import PromptResult
 from services.tls import client_ssl_context
 
 OPENAI_TIMEOUT = httpx2.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0)

@@ -14,7 +14,7 @@ from livekit.agents import AgentSession, SessionUsageUpdatedEvent
 from livekit.agents.metrics import LLMModelUsage
 
 from services.metrics import LLM_CACHED_PROMPT_TOKENS, LLM_PROMPT_TOKENS
-from services.models import cache_key
+from services.records import cache_key
 
 KEY_PREFIX = "agent-"
 

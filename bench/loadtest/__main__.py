@@ -45,7 +45,7 @@ from devtools.fake_models import prompt_tag
 from devtools.openai_standin.config import DEFAULT_LLM_TTFT_MS, DEFAULT_STT_DELAY_MS, DEFAULT_TTS_TTFB_MS
 from devtools.processes import LocalConvex, start_livekit, start_local_convex, start_openai_standin, start_redis
 from prompts import build_full_prompt
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namespace]:

@@ -12,7 +12,7 @@ import httpx
 from bench.loadtest.checker import VersionHistory
 from bench.loadtest.workload import Workload, delete_picker
 from devtools.processes import LocalConvex
-from services.file_store import local_backend_id
+from services.store.file import local_backend_id
 
 
 class Deleter:

@@ -11,7 +11,7 @@ import structlog
 from services import metrics
 from services.agent_ids import AGENT_ID_PATTERN
 from services.errors import StoreResponseError
-from services.models import AgentRecord
+from services.records import AgentRecord
 
 log = structlog.get_logger(__name__)
 

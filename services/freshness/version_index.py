@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from services.ram_cache import LruDict
+from services.tiers.ram_cache import LruDict
 
 
 class VersionIndex:

@@ -30,118 +30,22 @@ non-finite number) is absent for that key only, and the next good write replaces
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from services import metrics
-from services.greeting_cache import GreetingAudio
-from services.models import AgentConfig, cache_key
-from services.store import AgentVersion
+from services.records import AgentConfig, cache_key
+from services.redis_io import FAILURES, KEY_ERRORS, RedisConnection
+from services.store.protocol import AgentVersion
+from services.tiers.entry import TierEntry, encode_entry, parse_entry
+from services.tiers.greeting import GreetingAudio, decode_greeting, encode_greeting
 
 log = structlog.get_logger(__name__)
-
-# Redis errors about one key (a wrong type, a script refusing garbage): that key is
-# absent, the tier keeps serving every other key.
-_KEY_ERRORS = (redis_errors.ResponseError, redis_errors.DataError)
-
-_NOW_MS = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-
-# A number Lua can compare: nil for missing, non-numeric, NaN or infinite values.
-_FINITE = """
-local function finite(x)
-  local n = tonumber(x)
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
-  return n
-end
-"""
-
-# KEYS[1] = v:<agent>; ARGV[1] = the version seen. Returns 1 if it moved forward.
-_BUMP_VERSION = (
-    _NOW_MS
-    + _FINITE
-    + """
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
-local cur = finite(redis.call('HGET', KEYS[1], 'u'))
-local new = tonumber(ARGV[1])
-if cur == nil or cur < new then
-  redis.call('HSET', KEYS[1], 'u', ARGV[1], 'w', now)
-  return 1
-elseif cur == new then
-  redis.call('HSET', KEYS[1], 'w', now)
-end
-return 0
-"""
-)
-
-# KEYS[1] = watchers, KEYS[2] = watch_since; ARGV = host, ttl ms, "1" to start a new watch.
-# Returns the watch's start (Redis ms).
-_HEARTBEAT = (
-    _NOW_MS
-    + _FINITE
-    + """
-if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then redis.call('DEL', KEYS[1]) end
-if redis.call('TYPE', KEYS[2]).ok ~= 'hash' then redis.call('DEL', KEYS[2]) end
-local expiry = finite(redis.call('ZSCORE', KEYS[1], ARGV[1]))
-local since = finite(redis.call('HGET', KEYS[2], ARGV[1]))
-if ARGV[3] == '1' or expiry == nil or expiry < now or since == nil then
-  since = now
-  redis.call('HSET', KEYS[2], ARGV[1], since)
-end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)) do
-  redis.call('HDEL', KEYS[2], dead)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-return tostring(since)
-"""
-)
-
-# KEYS[1] = watchers, KEYS[2] = watch_since; ARGV[1] = host. Ends that host's watch.
-_END_WATCH = """
-if redis.call('TYPE', KEYS[1]).ok == 'zset' then redis.call('ZREM', KEYS[1], ARGV[1]) end
-if redis.call('TYPE', KEYS[2]).ok == 'hash' then redis.call('HDEL', KEYS[2], ARGV[1]) end
-return 0
-"""
-
-# KEYS[1] = v:<agent>, KEYS[2] = watchers, KEYS[3] = watch_since.
-# Returns {u, w, trusted} or nil when the agent has no (usable) record.
-_GET_VERSION = (
-    "#!lua flags=no-writes\n"  # a read: runs during a write pause and on replicas
-    + _NOW_MS
-    + _FINITE
-    + """
-if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return nil end
-local u = finite(redis.call('HGET', KEYS[1], 'u'))
-local w = finite(redis.call('HGET', KEYS[1], 'w'))
-if u == nil or w == nil then return nil end
-local trusted = 0
-if redis.call('TYPE', KEYS[2]).ok == 'zset' and redis.call('TYPE', KEYS[3]).ok == 'hash' then
-  for _, host in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')) do
-    local since = finite(redis.call('HGET', KEYS[3], host))
-    if since ~= nil and since <= w then
-      trusted = 1
-      break
-    end
-  end
-end
-return {redis.call('HGET', KEYS[1], 'u'), redis.call('HGET', KEYS[1], 'w'), trusted}
-"""
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SharedPrompt:
-    prompt: str
-    agent: AgentConfig
-    loaded_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,20 +70,17 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _decode_prompt(raw: object, agent_id: str, updated_at: float) -> SharedPrompt | None:
+def _decode_prompt(raw: object, agent_id: str, updated_at: float) -> TierEntry | None:
     """A ``p:`` value, or None for anything this version of the code did not write."""
     if not isinstance(raw, (bytes, str)):
         return None
     try:
-        data = json.loads(raw)
-        agent = AgentConfig.from_json(data["agent"])
-        prompt = data["prompt"]
-        loaded_at = _finite(data["loadedAt"])
+        entry = parse_entry(raw)
     except (ValueError, KeyError, TypeError):
         return None
-    if loaded_at is None or not isinstance(prompt, str) or agent.agent_id != agent_id or agent.updated_at != updated_at:
+    if entry.agent.agent_id != agent_id or entry.agent.updated_at != updated_at:
         return None
-    return SharedPrompt(prompt, agent, loaded_at)
+    return entry
 
 
 class RedisTier:
@@ -196,10 +97,8 @@ class RedisTier:
         rest_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._url = url
-        self._client: Redis = Redis.from_url(
-            url, socket_timeout=op_timeout_seconds, socket_connect_timeout=op_timeout_seconds
-        )
+        self._redis = RedisConnection(url, op_timeout_seconds=op_timeout_seconds)
+        self._scripts = self._redis.tier_scripts
         self._ns = namespace
         self._op_timeout = op_timeout_seconds
         self._prompt_ttl = max(int(prompt_ttl_seconds), 1)
@@ -213,17 +112,14 @@ class RedisTier:
         return self._clock() >= self._resting_until
 
     @property
-    def namespace(self) -> str:
-        return self._ns
+    def connection(self) -> RedisConnection:
+        """The process's Redis, shared with the fleet's lease, cursor and channel."""
+        return self._redis
 
     @property
     def client(self) -> Redis:
-        """The shared connection pool, for the fleet's lease, cursor and channel."""
-        return self._client
-
-    @property
-    def url(self) -> str:
-        return self._url
+        """The pool itself (tests put garbage where the tier reads)."""
+        return self._redis.client
 
     def key(self, name: str) -> str:
         return f"{self._ns}{name}"
@@ -241,15 +137,15 @@ class RedisTier:
         log.warning("redis_key_unusable", operation=operation, error=type(exc).__name__)
         metrics.REDIS_ERRORS.labels(operation=operation).inc()
 
-    async def get_prompt(self, agent_id: str, updated_at: float) -> SharedPrompt | None:
+    async def get_prompt(self, agent_id: str, updated_at: float) -> TierEntry | None:
         if not self.available:
             return None
         try:
-            raw = await self._client.get(self._prompt_key(agent_id, updated_at))
-        except _KEY_ERRORS as exc:
+            raw = await self._redis.get(self._prompt_key(agent_id, updated_at))
+        except KEY_ERRORS as exc:
             self._bad_key("get_prompt", exc)
             return None
-        except Exception as exc:  # noqa: BLE001 - any Redis failure degrades to the next tier
+        except FAILURES as exc:  # any Redis failure degrades to the next tier
             self._failed("get_prompt", exc)
             return None
         return _decode_prompt(raw, agent_id, updated_at)
@@ -257,12 +153,12 @@ class RedisTier:
     async def put_prompt(self, agent_id: str, updated_at: float, prompt: str, agent: AgentConfig) -> None:
         if not self.available:
             return
-        payload = json.dumps({"prompt": prompt, "agent": agent.to_json(), "loadedAt": self._clock()})
+        payload = encode_entry(agent, prompt, self._clock())
         try:  # SET replaces a value of any type: a garbage key is overwritten here
-            await self._client.set(self._prompt_key(agent_id, updated_at), payload, ex=self._prompt_ttl)
-        except _KEY_ERRORS as exc:
+            await self._redis.set(self._prompt_key(agent_id, updated_at), payload, ttl_seconds=self._prompt_ttl)
+        except KEY_ERRORS as exc:
             self._bad_key("put_prompt", exc)
-        except Exception as exc:  # noqa: BLE001
+        except FAILURES as exc:
             self._failed("put_prompt", exc)
 
     async def record_versions(self, versions: Iterable[AgentVersion]) -> bool:
@@ -276,11 +172,9 @@ class RedisTier:
         if not rows:
             return True
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for version in rows:
-                pipe.eval(_BUMP_VERSION, 1, self.key(f"v:{version.agent_id}"), repr(version.updated_at))
-            results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # noqa: BLE001
+            calls = [([self.key(f"v:{row.agent_id}")], [repr(row.updated_at)]) for row in rows]
+            results = await self._redis.run_each(self._scripts.bump_version, calls)
+        except FAILURES as exc:
             self._failed("record_versions", exc)
             return False
         errors = [r for r in results if isinstance(r, Exception)]
@@ -298,16 +192,11 @@ class RedisTier:
         if not self.available:
             return False
         try:
-            await self._client.eval(
-                _HEARTBEAT,
-                2,
-                self.key("watchers"),
-                self.key("watch_since"),
-                host,
-                str(self._trust_ms),
-                "1" if new_watch else "0",
+            await self._scripts.heartbeat(
+                keys=[self.key("watchers"), self.key("watch_since")],
+                args=[host, str(self._trust_ms), "1" if new_watch else "0"],
             )
-        except Exception as exc:  # noqa: BLE001
+        except FAILURES as exc:
             self._failed("heartbeat", exc)
             return False
         return True
@@ -317,8 +206,8 @@ class RedisTier:
         if not self.available:
             return
         try:
-            await self._client.eval(_END_WATCH, 2, self.key("watchers"), self.key("watch_since"), host)
-        except Exception as exc:  # noqa: BLE001
+            await self._scripts.end_watch(keys=[self.key("watchers"), self.key("watch_since")], args=[host])
+        except FAILURES as exc:
             self._failed("end_watch", exc)
 
     async def get_version(self, agent_id: str, *, trusted_only: bool = True) -> SharedVersion | None:
@@ -327,13 +216,13 @@ class RedisTier:
         if not self.available:
             return None
         try:
-            raw = await self._client.eval(
-                _GET_VERSION, 3, self.key(f"v:{agent_id}"), self.key("watchers"), self.key("watch_since")
+            raw = await self._scripts.get_version(
+                keys=[self.key(f"v:{agent_id}"), self.key("watchers"), self.key("watch_since")]
             )
-        except _KEY_ERRORS as exc:
+        except KEY_ERRORS as exc:
             self._bad_key("get_version", exc)
             return None
-        except Exception as exc:  # noqa: BLE001
+        except FAILURES as exc:
             self._failed("get_version", exc)
             return None
         if not isinstance(raw, list) or len(raw) != 3:
@@ -353,21 +242,17 @@ class RedisTier:
         if not self.available:
             return None
         try:
-            raw = await self._client.get(self.key(f"g:{agent_id}"))
-        except _KEY_ERRORS as exc:
+            raw = await self._redis.get(self.key(f"g:{agent_id}"))
+        except KEY_ERRORS as exc:
             self._bad_key("get_greeting", exc)
             return None
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self._failed("get_greeting", exc)
             return None
         if not isinstance(raw, bytes):
             return None
         try:
-            header_end = raw.index(b"\n")
-            header = json.loads(raw[:header_end])
-            if header["key"] != key:
-                return None
-            return GreetingAudio(key, float(header["updatedAt"]), int(header["sampleRate"]), raw[header_end + 1 :])
+            return decode_greeting(raw, key)
         except (ValueError, KeyError, TypeError) as exc:
             self._bad_key("get_greeting", exc)
             return None
@@ -375,12 +260,11 @@ class RedisTier:
     async def put_greeting(self, agent_id: str, audio: GreetingAudio) -> None:
         if not self.available:
             return
-        header = json.dumps({"key": audio.key, "updatedAt": audio.updated_at, "sampleRate": audio.sample_rate})
         try:
-            await self._client.set(self.key(f"g:{agent_id}"), header.encode() + b"\n" + audio.pcm, ex=self._prompt_ttl)
-        except _KEY_ERRORS as exc:
+            await self._redis.set(self.key(f"g:{agent_id}"), encode_greeting(audio), ttl_seconds=self._prompt_ttl)
+        except KEY_ERRORS as exc:
             self._bad_key("put_greeting", exc)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self._failed("put_greeting", exc)
 
     async def forget_agent(self, agent_id: str, versions: Iterable[float] = ()) -> None:
@@ -390,16 +274,16 @@ class RedisTier:
             return
         version_key = self.key(f"v:{agent_id}")
         try:
-            current = await self._client.hget(version_key, "u")
+            current = await self._redis.hget(version_key, "u")
             stamps = set(versions)
             known = _finite(current)
             if known is not None:
                 stamps.add(known)
             keys = [version_key, self.key(f"g:{agent_id}"), *(self._prompt_key(agent_id, stamp) for stamp in stamps)]
-            await self._client.delete(*keys)
-        except Exception as exc:  # noqa: BLE001
+            await self._redis.delete(*keys)
+        except FAILURES as exc:
             self._failed("forget_agent", exc)
 
     async def aclose(self) -> None:
-        with contextlib.suppress(Exception):  # closing a dead connection is not an error
-            await self._client.aclose()
+        with contextlib.suppress(*FAILURES):  # closing a dead connection is not an error
+            await self._redis.aclose()

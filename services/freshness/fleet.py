@@ -3,7 +3,7 @@
 Only with ``PROMPT_CACHE_REDIS_URL``. Each worker host's main-process service runs a
 :class:`FleetCoordinator` next to its refresher:
 
-- **Election.** Hosts compete for a lease (:class:`~services.lease.RedisLease`). The
+- **Election.** Hosts compete for a lease (:class:`~services.freshness.lease.RedisLease`). The
   holder is the leader: it polls ``agents:changedSince``, records the versions in Redis
   with its heartbeat, stores its cursor in Redis and publishes every poll (rows and an
   empty batch alike) on a channel. A renewal that fails steps it down at once.
@@ -30,19 +30,20 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 
-from services.lease import RedisLease
-from services.redis_tier import RedisTier
-from services.refresher import VersionRefresher
-from services.store import AgentVersion
+from services.freshness.lease import RedisLease
+from services.freshness.refresher import VersionRefresher
+from services.redis_io import FAILURES
+from services.stats import FleetRole, FleetStats
+from services.store.protocol import AgentVersion
+from services.tiers.redis import RedisTier
 
 log = structlog.get_logger(__name__)
 
-FleetRole = Literal["leader", "follower"]
 
 # A follower polls Convex itself after this many refresh intervals without a batch.
 STALE_AFTER_POLLS = 3
@@ -112,7 +113,7 @@ def _is_finite(value: Any) -> bool:
 
 
 class FleetCoordinator:
-    """Implements the refresher's :class:`~services.refresher.RefreshHooks`. Lives on the
+    """Implements the refresher's :class:`~services.freshness.refresher.RefreshHooks`. Lives on the
     service loop; :meth:`start` after :meth:`attach`, :meth:`aclose` to leave the fleet."""
 
     def __init__(
@@ -128,7 +129,7 @@ class FleetCoordinator:
         self._interval = interval_seconds
         self._clock = clock
         ttl = max(LEASE_POLLS * interval_seconds, MIN_LEASE_SECONDS)
-        self._lease = RedisLease(tier.client, tier.key("fleet:leader"), self._host, int(ttl * 1000))
+        self._lease = RedisLease(tier.connection.lease_scripts, tier.key("fleet:leader"), self._host, int(ttl * 1000))
         self._channel = tier.key("fleet:changes")
         self._cursor_key = tier.key("fleet:cursor")
         self._refresher: VersionRefresher | None = None
@@ -158,6 +159,11 @@ class FleetCoordinator:
     def subscribed(self) -> bool:
         return self._subscribed
 
+    def stats(self) -> FleetStats:
+        return FleetStats(
+            self._host, self.role, self._subscribed, self.subscriptions, self.own_polls, self.batches_applied
+        )
+
     @property
     def lease_seconds(self) -> float:
         return self._lease.ttl_ms / 1000.0
@@ -185,7 +191,7 @@ class FleetCoordinator:
             await self._lease.release()
         await self._tier.end_watch(self._host)
         if self._pubsub_client is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*FAILURES):
                 await self._pubsub_client.aclose()
 
     # ------------------------------------------------------------------ election
@@ -234,8 +240,8 @@ class FleetCoordinator:
 
     async def _stored_cursor(self) -> float | None:
         try:
-            raw = await self._tier.client.get(self._cursor_key)
-        except Exception as exc:  # noqa: BLE001 - no stored cursor: our own is used
+            raw = await self._tier.connection.get(self._cursor_key)
+        except FAILURES as exc:  # no stored cursor: our own is used
             log.warning("fleet_cursor_unreadable", error=type(exc).__name__)
             return None
         try:
@@ -282,11 +288,14 @@ class FleetCoordinator:
     async def _publish(self, rows: list[AgentVersion], started: float, cursor_ms: float) -> None:
         message = encode_batch(self._host, rows, cursor_ms, max(self._clock() - started, 0.0))
         try:
-            pipe = self._tier.client.pipeline(transaction=False)
-            pipe.set(self._cursor_key, repr(cursor_ms), ex=CURSOR_TTL_SECONDS)
-            pipe.publish(self._channel, message)
-            await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - followers fall back to polling
+            await self._tier.connection.set_and_publish(
+                self._cursor_key,
+                repr(cursor_ms),
+                ttl_seconds=CURSOR_TTL_SECONDS,
+                channel=self._channel,
+                message=message,
+            )
+        except FAILURES as exc:  # followers fall back to polling
             log.warning("fleet_publish_failed", error=type(exc).__name__, rows=len(rows))
 
     # ------------------------------------------------------------------ following
@@ -298,9 +307,11 @@ class FleetCoordinator:
                 await self._listen(resubscribing=dropped)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure: poll until we are back
+            except FAILURES as exc:  # Redis or the network failing: poll until we are back
                 if self._subscribed or not dropped:
                     log.warning("fleet_subscription_lost", host=self._host, error=type(exc).__name__)
+            except Exception:  # a bug, not Redis: say so, and poll until the next subscription
+                log.exception("fleet_listener_crashed", host=self._host)
             finally:
                 self._subscribed = False
             dropped = True
@@ -308,9 +319,7 @@ class FleetCoordinator:
 
     async def _listen(self, *, resubscribing: bool) -> None:
         if self._pubsub_client is None:
-            self._pubsub_client = Redis.from_url(
-                self._tier.url, socket_connect_timeout=1.0, socket_timeout=None, health_check_interval=0
-            )
+            self._pubsub_client = self._tier.connection.subscriber()
         pubsub = self._pubsub_client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self._channel)
@@ -324,7 +333,7 @@ class FleetCoordinator:
                 if message is not None and message.get("type") == "message":
                     await self._on_batch(message["data"])
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*FAILURES):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _on_batch(self, raw: bytes | str) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from services.convex_client import ConvexHttpClient
 from services.errors import StoreResponseError
-from services.models import AgentRecord, parse_agent
-from services.store import AgentVersion, parse_feed_rows
+from services.records import AgentRecord, parse_agent
+from services.store.convex_client import ConvexHttpClient
+from services.store.protocol import AgentVersion, parse_feed_rows
 
 
 class ConvexAgentStore:
-    """Implements :class:`~services.store.AgentStore` on a :class:`ConvexHttpClient`."""
+    """Implements :class:`~services.store.protocol.AgentStore` on a :class:`ConvexHttpClient`."""
 
     def __init__(self, client: ConvexHttpClient) -> None:
         self._client = client

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import StoreResponseError, StoreUnavailableError
-from services.models import AgentRecord, parse_agent
-from services.store import AgentVersion
+from services.records import AgentRecord, parse_agent
+from services.store.protocol import AgentVersion
 
 _FIRST_LOCAL_ID = 10_000
 _LOCAL_ID_LENGTH = 32
@@ -34,7 +34,7 @@ def local_backend_id(index: int, table: str = "agents") -> str:
 
 
 class FileAgentStore:
-    """Implements :class:`~services.store.AgentStore` over a JSON file."""
+    """Implements :class:`~services.store.protocol.AgentStore` over a JSON file."""
 
     def __init__(self, path: Path) -> None:
         self._path = path

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from services.convex_client import ConvexHttpClient
-from services.convex_store import ConvexAgentStore
-from services.file_store import FileAgentStore
 from services.settings import ServiceSettings, SettingsError
-from services.store import AgentStore
+from services.store.convex import ConvexAgentStore
+from services.store.convex_client import ConvexHttpClient
+from services.store.file import FileAgentStore
+from services.store.protocol import AgentStore
 
 StoreFactory = Callable[[], AgentStore]
 

@@ -14,11 +14,12 @@ their own threads while the service loop writes it, so every operation holds a l
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from services.models import cache_key
+from services.records import cache_key
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 """About 20 minutes of 24 kHz speech: a few hundred agents' greetings per process."""
@@ -37,6 +38,23 @@ class GreetingAudio:
     updated_at: float
     sample_rate: int
     pcm: bytes = field(repr=False)
+
+
+def encode_greeting(audio: GreetingAudio) -> bytes:
+    """The one format of a greeting slot (host tier ``g:``, Redis ``g:``): a JSON header
+    line ``{key, updatedAt, sampleRate}``, then the raw PCM."""
+    header = json.dumps({"key": audio.key, "updatedAt": audio.updated_at, "sampleRate": audio.sample_rate})
+    return header.encode() + b"\n" + audio.pcm
+
+
+def decode_greeting(value: bytes, key: str) -> GreetingAudio | None:
+    """A greeting slot, if it holds the sound ``key`` names; ``ValueError``, ``KeyError`` or
+    ``TypeError`` if it is not a greeting slot."""
+    header_end = value.index(b"\n")
+    header = json.loads(value[:header_end])
+    if header["key"] != key:
+        return None
+    return GreetingAudio(key, float(header["updatedAt"]), int(header["sampleRate"]), value[header_end + 1 :])
 
 
 class GreetingRam:

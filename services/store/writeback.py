@@ -17,9 +17,9 @@ from prompts import PromptBuildError, build_full_prompt, template_version
 from services import metrics
 from services.errors import ConfigUnavailableError, StoreError
 from services.logging import prompt_fingerprint
-from services.models import AgentRecord
-from services.ram_cache import LruDict
-from services.store import AgentStore
+from services.records import AgentRecord
+from services.store.protocol import AgentStore
+from services.tiers.ram_cache import LruDict
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ window that ``agents:changedSince`` documents; rows are applied forward-only, so
 overlap re-reads cost nothing but bandwidth. The cursor starts at "now": a new worker
 never scans the whole agents table.
 
-With Redis, ``hooks`` (services/fleet.py) decide whether this host polls at all (only
+With Redis, ``hooks`` (services/freshness/fleet.py) decide whether this host polls at all (only
 the fleet's leader, or a follower that hears no leader), and record, vouch for and
 publish each poll; followers feed published batches through :meth:`apply`.
 """
@@ -23,8 +23,8 @@ import structlog
 
 from services import metrics
 from services.errors import StoreAuthError, StoreError
-from services.store import CHANGED_SINCE_OVERLAP_MS, AgentStore, AgentVersion, rows_answered
-from services.version_index import VersionIndex
+from services.freshness.version_index import VersionIndex
+from services.store.protocol import CHANGED_SINCE_OVERLAP_MS, AgentStore, AgentVersion, rows_answered
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ MAX_CONCURRENT_RELOADS = 8
 
 
 class RefreshHooks(Protocol):
-    """What a fleet (services/fleet.py) adds to the refresher: whether this host polls
+    """What a fleet (services/freshness/fleet.py) adds to the refresher: whether this host polls
     at all, and what happens with a poll's rows beyond this process."""
 
     async def should_poll(self) -> bool:
@@ -80,10 +80,6 @@ class VersionRefresher:
     def cursor_ms(self) -> float:
         """Where the next poll reads from (before the overlap window)."""
         return self._cursor_ms
-
-    @property
-    def interval_seconds(self) -> float:
-        return self._interval
 
     def resume_from(self, cursor_ms: float) -> None:
         """Continue from another poller's cursor (a fleet takeover): the next poll

@@ -1,6 +1,6 @@
 """The RAM tier: this process's prompts, one version per agent, keyed ``agentId:updatedAt``.
 
-aiocache's memory backend on a bounded LRU mapping (``services/ram_cache.py``) holds the
+aiocache's memory backend on a bounded LRU mapping (``services/tiers/ram_cache.py``) holds the
 entries; this module adds the one rule the service needs on top: per agent, only the
 newest version is held, and a late load of an older version never replaces it. The tier
 does no I/O and reads no clock: whether an entry is still fresh is the service's call
@@ -9,20 +9,11 @@ does no I/O and reads no clock: whether an entry is still fresh is the service's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from services.models import AgentConfig, cache_key
-from services.ram_cache import BoundedMemoryCache
-
-
-@dataclass(frozen=True, slots=True)
-class CachedPrompt:
-    """An entry. ``loaded_at``: when the store (or a shared tier) last vouched for it."""
-
-    prompt: str = field(repr=False)
-    agent: AgentConfig
-    loaded_at: float
+from services.records import AgentConfig, cache_key
+from services.tiers.entry import TierEntry
+from services.tiers.ram_cache import BoundedMemoryCache
 
 
 class RamTier:
@@ -35,18 +26,18 @@ class RamTier:
     def held_version(self, agent_id: str) -> float | None:
         return self._held.get(agent_id)
 
-    def get(self, agent_id: str, version: float) -> CachedPrompt | None:
+    def get(self, agent_id: str, version: float) -> TierEntry | None:
         """The entry for exactly this version, counted as a use (LRU); no awaits."""
-        entry: CachedPrompt | None = self._cache.get_now(cache_key(agent_id, version))
+        entry: TierEntry | None = self._cache.get_now(cache_key(agent_id, version))
         return entry
 
-    def peek_held(self, agent_id: str) -> CachedPrompt | None:
+    def peek_held(self, agent_id: str) -> TierEntry | None:
         """The agent's held entry without counting a use (stale-if-error, organization)."""
         version = self._held.get(agent_id)
         if version is None:
             return None
         entry = self._cache.peek(cache_key(agent_id, version))
-        return entry if isinstance(entry, CachedPrompt) else None
+        return entry if isinstance(entry, TierEntry) else None
 
     async def put(self, agent: AgentConfig, prompt: str, loaded_at: float) -> bool:
         """Hold this version, dropping the agent's older one; False if a newer one is held."""
@@ -54,7 +45,7 @@ class RamTier:
         if previous is not None and previous > agent.updated_at:
             return False
         self._held[agent.agent_id] = agent.updated_at
-        await self._cache.set(cache_key(agent.agent_id, agent.updated_at), CachedPrompt(prompt, agent, loaded_at))
+        await self._cache.set(cache_key(agent.agent_id, agent.updated_at), TierEntry(prompt, agent, loaded_at))
         if previous is not None and previous != agent.updated_at:
             await self._cache.delete(cache_key(agent.agent_id, previous))
         return True
@@ -79,5 +70,5 @@ class RamTier:
         return sum(len(entry.prompt.encode("utf-8")) for entry in self._cache.entries())
 
     def _on_evict(self, key: str, value: Any) -> None:
-        if isinstance(value, CachedPrompt) and self._held.get(value.agent.agent_id) == value.agent.updated_at:
+        if isinstance(value, TierEntry) and self._held.get(value.agent.agent_id) == value.agent.updated_at:
             self._held.pop(value.agent.agent_id, None)

@@ -24,7 +24,6 @@ class AgentRecord:
     config: Mapping[str, Any]
     updated_at: float
     full_prompt: str | None = field(default=None, repr=False)
-    template_version: int | None = None
 
     def as_document(self) -> dict[str, Any]:
         """The camelCase document the prompt builder takes."""
@@ -107,7 +106,6 @@ def parse_agent(doc: object, expected_id: str) -> AgentRecord:
     full_prompt = doc.get("fullPrompt")
     if full_prompt is not None and not isinstance(full_prompt, str):
         raise MalformedDocumentError(f"agent {expected_id!r}: fullPrompt is not a string")
-    template_version = doc.get("templateVersion")
     return AgentRecord(
         agent_id=agent_id,
         organization_id=_field(doc, "organizationId", str, expected_id),
@@ -116,7 +114,6 @@ def parse_agent(doc: object, expected_id: str) -> AgentRecord:
         config=MappingProxyType(dict(config)),
         updated_at=updated_at,
         full_prompt=full_prompt or None,
-        template_version=int(template_version) if isinstance(template_version, (int, float)) else None,
     )
 
 
