@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.capacity import capacity_of, slope_per_100
 from tests.conftest import REPO, project_free_env
 
@@ -35,6 +37,7 @@ def test_soak_growth_is_the_least_squares_slope_per_100_calls() -> None:
     assert slope_per_100([(200, 1.0)]) is None
 
 
+@pytest.mark.slow
 def test_a_tiny_run_reports_every_figure_per_step_for_both_workers(tmp_path: Path) -> None:
     out = tmp_path / "capacity.json"
     result = subprocess.run(
