@@ -15,7 +15,7 @@ import structlog
 from livekit.agents import AgentServer, JobExecutorType
 
 from agent.admission.capacity import (
-    JOBS_PER_CPU,
+    CALLS_PER_CPU,
     STATUS_INTERVAL_SECONDS,
     CapacityPolicy,
     CpuSampler,
@@ -58,7 +58,9 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
     executor = JobExecutorType.THREAD if settings.executor == "thread" else JobExecutorType.PROCESS
     if executor == JobExecutorType.PROCESS:
         prepare_host_tier()  # before the process pool starts: job processes inherit its directory
-    policy = CapacityPolicy(max_jobs=settings.max_jobs or default_max_jobs(), target_load=settings.target_load)
+    policy = CapacityPolicy(
+        max_jobs=settings.max_jobs or default_max_jobs(settings.executor), target_load=settings.target_load
+    )
     cpu = CpuSaturation(window_seconds=CPU_WINDOW_SECONDS, level=settings.cpu_saturation)
     port = http_port if http_port is not None else settings.http_port
     extra: dict[str, Any] = {} if port is None else {"port": port}
@@ -88,8 +90,9 @@ def build_server(settings: WorkerSettings, *, http_port: int | None = None) -> A
     @server.on("worker_started")
     def _start_main_service() -> None:
         watch_loop(asyncio.get_running_loop())
+        by_cpu = f"{CALLS_PER_CPU[settings.executor]} per CPU ({settings.executor})"
         log.info("worker_capacity", maxJobs=policy.max_jobs, maxJobsFrom="AGENT_MAX_JOBS" if settings.max_jobs
-                 else f"{JOBS_PER_CPU} per CPU", cpus=available_cpus(), targetLoad=policy.target_load,
+                 else by_cpu, cpus=available_cpus(), targetLoad=policy.target_load,
                  cpuSaturation=settings.cpu_saturation)  # fmt: skip
         if settings.cpu_saturation <= 1:
             CpuSampler(cpu).start()

@@ -77,7 +77,8 @@ class WorkerSettings(BaseSettings):
     job_start_timeout_seconds: float = Field(default=20.0, gt=0, alias="JOB_START_TIMEOUT_SECONDS")
     """A job that cannot resolve its prompt, connect and start its session within this ends."""
     max_jobs: int | None = Field(default=None, ge=1, alias="AGENT_MAX_JOBS")
-    """Jobs this worker runs at once. Unset: 4 per CPU (``agent.admission.capacity.default_max_jobs``)."""
+    """Jobs this worker runs at once. Unset: measured slots per CPU for the executor
+    (``agent.admission.capacity.default_max_jobs``)."""
     target_load: float = Field(default=0.7, gt=0, le=1, alias="AGENT_TARGET_LOAD")
     """livekit-server's ``agents.target_load`` (0.7 unless its config says otherwise): the
     worker reports exactly this load when all its job slots are in use."""

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent.admission.capacity import (
-    JOBS_PER_CPU,
+    CALLS_PER_CPU,
+    THREAD_CALLS_PER_PROCESS,
     CapacityPolicy,
     CpuSaturation,
     available_cpus,
@@ -60,9 +61,16 @@ def test_a_level_above_one_turns_the_cpu_rule_off() -> None:
     assert not window.saturated()
 
 
-def test_default_max_jobs_is_the_measured_slots_per_cpu_and_at_least_one() -> None:
-    assert default_max_jobs(2) == 2 * JOBS_PER_CPU
-    assert default_max_jobs(0.1) == 1
+def test_default_max_jobs_is_the_measured_calls_per_cpu_and_at_least_one() -> None:
+    assert default_max_jobs("process", 2) == 2 * CALLS_PER_CPU["process"] == 8
+    assert default_max_jobs("process", 0.1) == 1
+    assert default_max_jobs("thread", 1) == CALLS_PER_CPU["thread"] == 8
+    assert default_max_jobs("thread", 0.5) == 4  # a half-CPU quota: half the slots
+
+
+def test_a_thread_worker_never_defaults_past_what_one_process_was_measured_to_carry() -> None:
+    assert default_max_jobs("thread", 2) == default_max_jobs("thread", 16) == THREAD_CALLS_PER_PROCESS
+    assert default_max_jobs("process", 16) == 16 * CALLS_PER_CPU["process"]  # processes have a GIL each
 
 
 def test_a_cgroup_quota_caps_the_cpus_the_default_is_sized_from(tmp_path: Path) -> None:
@@ -88,7 +96,7 @@ def test_the_default_follows_the_cpus_this_process_may_run_on() -> None:
     try:
         os.sched_setaffinity(0, {min(before)})
         assert available_cpus(Path("/nonexistent")) == 1.0
-        assert default_max_jobs() == max(1, int(min(1.0, available_cpus()) * JOBS_PER_CPU))
+        assert default_max_jobs("process") == CALLS_PER_CPU["process"]  # one CPU's slots, not the host's
     finally:
         os.sched_setaffinity(0, before)
 

@@ -33,9 +33,15 @@ from pathlib import Path
 
 from livekit.agents import AgentServer
 
-JOBS_PER_CPU = 4
-"""Default slots per CPU: LiveKit sizes ~25 voice sessions per 4 cores; 4 per core leaves
-headroom for the VAD and the job start-ups of a burst."""
+CALLS_PER_CPU: dict[str, int] = {"thread": 8, "process": 4}
+"""Default slots per CPU, by executor: the talking calls one worker core carried with no
+call lost, turn p95 within the 1-call p95 + 200 ms and no audio gap over 200 ms
+(``python -m bench.capacity --worker-cpus 0``; the figures and their commands are in
+docs/capacity.md)."""
+THREAD_CALLS_PER_PROCESS = 8
+"""THREAD runs every call in one interpreter, whose Python work takes turns on one GIL
+whatever the cores: past the calls measured in one process (on one core) more CPUs are
+not shown to carry more. For more calls per host, run one worker per core or PROCESS."""
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -66,10 +72,14 @@ def available_cpus(root: Path = CGROUP_ROOT) -> float:
     return min(cpus, limit) if limit else cpus
 
 
-def default_max_jobs(cpu_count: float | None = None) -> int:
-    """``AGENT_MAX_JOBS`` when unset: ``JOBS_PER_CPU`` per available CPU, at least 1."""
+def default_max_jobs(executor: str = "thread", cpu_count: float | None = None) -> int:
+    """``AGENT_MAX_JOBS`` when unset: ``CALLS_PER_CPU`` per available CPU (THREAD: at most
+    ``THREAD_CALLS_PER_PROCESS``), at least 1."""
     cpus = cpu_count if cpu_count is not None else available_cpus()
-    return max(1, int(cpus * JOBS_PER_CPU))
+    slots = int(cpus * CALLS_PER_CPU[executor])
+    if executor == "thread":
+        slots = min(slots, THREAD_CALLS_PER_PROCESS)
+    return max(1, slots)
 
 
 class CpuSaturation:
