@@ -64,8 +64,8 @@ def test_a_level_above_one_turns_the_cpu_rule_off() -> None:
 def test_default_max_jobs_is_the_measured_calls_per_cpu_and_at_least_one() -> None:
     assert default_max_jobs("process", 2) == 2 * CALLS_PER_CPU["process"] == 8
     assert default_max_jobs("process", 0.1) == 1
-    assert default_max_jobs("thread", 1) == CALLS_PER_CPU["thread"] == 8
-    assert default_max_jobs("thread", 0.5) == 4  # a half-CPU quota: half the slots
+    assert default_max_jobs("thread", 1) == CALLS_PER_CPU["thread"] == 6
+    assert default_max_jobs("thread", 0.5) == 3  # a half-CPU quota: half the slots
 
 
 def test_a_thread_worker_never_defaults_past_what_one_process_was_measured_to_carry() -> None:

@@ -33,12 +33,12 @@ from pathlib import Path
 
 from livekit.agents import AgentServer
 
-CALLS_PER_CPU: dict[str, int] = {"thread": 8, "process": 4}
+CALLS_PER_CPU: dict[str, int] = {"thread": 6, "process": 4}
 """Default slots per CPU, by executor: the talking calls one worker core carried with no
 call lost, turn p95 within the 1-call p95 + 200 ms and no audio gap over 200 ms
 (``python -m bench.capacity --worker-cpus 0``; the figures and their commands are in
 docs/capacity.md)."""
-THREAD_CALLS_PER_PROCESS = 8
+THREAD_CALLS_PER_PROCESS = 6
 """THREAD runs every call in one interpreter, whose Python work takes turns on one GIL
 whatever the cores: past the calls measured in one process (on one core) more CPUs are
 not shown to carry more. For more calls per host, run one worker per core or PROCESS."""
