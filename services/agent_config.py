@@ -371,12 +371,6 @@ class AgentConfigService:
         if self._clients is not None:
             await self._clients.aclose()
 
-    # For tests and the loadtest: run one refresher poll now.
-    async def refresh_now(self) -> list[AgentVersion]:
-        if self._clients is None or self._clients.refresher is None:
-            return []
-        return await self._loop.run(self._clients.refresher.poll_once())
-
 
 def _valid_hint(updated_at: object) -> float | None:
     try:

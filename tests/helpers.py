@@ -17,6 +17,7 @@ from devtools.processes import DEMO_SEED, LocalConvex
 from services import AgentConfigService, ServiceSettings
 from services.store.convex import ConvexAgentStore
 from services.store.convex_client import ConvexHttpClient
+from services.store.protocol import AgentVersion
 
 
 class FakeClock:
@@ -167,3 +168,13 @@ def _settled(value: T, seconds: float, what: str | None) -> T:
     if not value and what is not None:
         raise AssertionError(f"timed out after {seconds:g} s waiting for: {what}")
     return value
+
+
+async def poll_versions(service: AgentConfigService) -> list[AgentVersion]:
+    """One poll of ``service``'s version refresher, now: what the refresher's loop runs
+    every interval. Tests step it instead of waiting out the interval; production has no
+    such call (the loop is the only caller), so it lives here, reaching into the service."""
+    clients = service._clients  # the refresher the service loop owns
+    if clients is None or clients.refresher is None:
+        return []
+    return await service._loop.run(clients.refresher.poll_once())

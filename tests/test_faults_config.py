@@ -20,7 +20,7 @@ from services.errors import StoreAuthError
 from services.store.factory import default_store_factory
 from services.store.file import local_backend_id
 from tests.conftest import DEMO_SEED, REPO, project_free_env
-from tests.helpers import settings_for
+from tests.helpers import poll_versions, settings_for
 
 PRIYA = local_backend_id(0)
 WORKER = {
@@ -107,7 +107,7 @@ async def test_a_refused_deploy_key_is_logged_and_counted_apart_from_an_outage(c
         with capture_logs() as logs, pytest.raises(ConfigUnavailableError):
             await service.get_full_prompt(PRIYA)
         with pytest.raises(StoreAuthError):
-            await service.refresh_now()
+            await poll_versions(service)
     finally:
         await service.aclose()
     assert [entry["event"] for entry in logs if entry["event"] == "store_unauthorized"] == ["store_unauthorized"]

@@ -17,7 +17,7 @@ from devtools.processes import LocalConvex
 from services import AgentConfigService, AgentNotFoundError
 from services.store.file import FileAgentStore, local_backend_id
 from tests.conftest import demo_agents
-from tests.helpers import FakeClock, FaultyTransport, convex_service, gets, settings_for
+from tests.helpers import FakeClock, FaultyTransport, convex_service, gets, poll_versions, settings_for
 
 PRIYA = local_backend_id(0)
 MARCO = local_backend_id(1)
@@ -29,7 +29,7 @@ async def test_a_deleted_hot_agent_is_refused_after_one_refresh_without_a_read(c
         await service.get_full_prompt(PRIYA)
         await service.get_full_prompt(MARCO)
         removed = convex.call("mutation", "agents:remove", {"agentId": PRIYA})
-        changed = await service.refresh_now()
+        changed = await poll_versions(service)
         reads = gets(convex)
         with pytest.raises(AgentNotFoundError):
             await service.get_full_prompt(PRIYA)
@@ -51,7 +51,7 @@ async def test_an_outage_after_a_delete_never_serves_the_deleted_agent_stale(con
     try:
         await service.get_full_prompt(PRIYA)
         convex.call("mutation", "agents:remove", {"agentId": PRIYA})
-        await service.refresh_now()
+        await poll_versions(service)
         transport.mode = "503"
         clock.advance(700)  # past the negative TTL and the prompt TTL; well within stale-if-error
         with pytest.raises(AgentNotFoundError):
@@ -70,7 +70,7 @@ async def test_a_load_that_raced_the_delete_does_not_bring_the_agent_back(convex
         join = asyncio.create_task(service.get_full_prompt(MARCO))
         assert await asyncio.to_thread(transport.answer_held.wait, 30)  # read done, answer held
         convex.call("mutation", "agents:remove", {"agentId": MARCO})
-        await service.refresh_now()
+        await poll_versions(service)
         release.set()
         with pytest.raises(AgentNotFoundError):
             await join
@@ -85,9 +85,9 @@ async def test_a_delete_reaches_a_fresh_process_through_redis(convex: LocalConve
     main = convex_service(convex, run_refresher=True, PROMPT_REFRESH_SECONDS=3600, PROMPT_CACHE_REDIS_URL=redis_url)
     try:
         before = await main.get_full_prompt(PRIYA)
-        await main.refresh_now()  # heartbeat: Redis now vouches for what main recorded
+        await poll_versions(main)  # heartbeat: Redis now vouches for what main recorded
         convex.call("mutation", "agents:remove", {"agentId": PRIYA})
-        await main.refresh_now()
+        await poll_versions(main)
         job = convex_service(convex, PROMPT_CACHE_REDIS_URL=redis_url)  # a PROCESS-mode job
         try:
             with pytest.raises(AgentNotFoundError):
@@ -118,14 +118,14 @@ async def test_the_embedded_file_store_reports_a_delete_and_the_service_drops_it
     service = AgentConfigService(settings, store_factory=lambda: FileAgentStore(path), run_refresher=True)
     try:
         await service.get_full_prompt(PRIYA)
-        await service.refresh_now()
+        await poll_versions(service)
         if how == "deletedAt":
             now_ms = time.time() * 1000  # a delete stamped now, as agents:remove would
             docs[0] = {**docs[0], "deletedAt": now_ms, "updatedAt": now_ms}
         else:
             docs = [{**doc} for doc in docs if doc["_id"] != PRIYA]
         _write(path, docs, 2_000_000)
-        changed = await service.refresh_now()
+        changed = await poll_versions(service)
         with pytest.raises(AgentNotFoundError):
             await service.get_full_prompt(PRIYA)
         marco = await service.get_full_prompt(MARCO)

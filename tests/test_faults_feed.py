@@ -19,7 +19,7 @@ from services.store.convex import ConvexAgentStore
 from services.store.convex_client import ConvexHttpClient
 from services.store.file import FileAgentStore, local_backend_id
 from services.store.protocol import AgentVersion
-from tests.helpers import FaultyTransport, convex_service
+from tests.helpers import FaultyTransport, convex_service, poll_versions
 
 PRIYA = local_backend_id(0)
 MANY = 10_000
@@ -43,7 +43,7 @@ async def test_one_malformed_row_among_ten_thousand_is_skipped_and_counted(conve
         convex.call("mutation", "agents:update", {"agentId": PRIYA, "systemPrompt": "Ask for the booking code."})
         transport.rewrite["agents:changedSince"] = _many_rows_and_one_bad
         skipped_before = _skipped()
-        changed = await service.refresh_now()
+        changed = await poll_versions(service)
         result = await service.get_full_prompt(PRIYA)
     finally:
         await service.aclose()

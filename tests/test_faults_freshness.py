@@ -17,7 +17,7 @@ from devtools.processes import LocalConvex, ServiceStartError, start_local_conve
 from services import AgentNotFoundError
 from services.store.file import local_backend_id
 from tests.conftest import demo_agents, unavailable
-from tests.helpers import FaultyTransport, convex_service
+from tests.helpers import FaultyTransport, convex_service, poll_versions
 
 PRIYA = local_backend_id(0)
 FUTURE = local_backend_id(len(demo_agents()))  # seeded after the demo agents
@@ -48,9 +48,9 @@ async def test_a_future_stamped_row_does_not_hide_later_edits(future_convex: Loc
     service = convex_service(convex, run_refresher=True, PROMPT_REFRESH_SECONDS=3600)
     try:
         await service.get_full_prompt(PRIYA)
-        first = await service.refresh_now()  # reads the future row
+        first = await poll_versions(service)  # reads the future row
         convex.call("mutation", "agents:update", {"agentId": PRIYA, "systemPrompt": "Closed on Sundays."})
-        await service.refresh_now()
+        await poll_versions(service)
         edited = await service.get_full_prompt(PRIYA)
     finally:
         await service.aclose()
@@ -63,10 +63,10 @@ async def test_a_future_stamped_version_is_served_and_its_edits_are_seen(future_
     convex.reset(data=True)
     service = convex_service(convex, run_refresher=True, PROMPT_REFRESH_SECONDS=3600)
     try:
-        await service.refresh_now()
+        await poll_versions(service)
         before = await service.get_full_prompt(FUTURE)
         updated = convex.call("mutation", "agents:update", {"agentId": FUTURE, "name": "Futura Two"})
-        await service.refresh_now()
+        await poll_versions(service)
         after = await service.get_full_prompt(FUTURE)
     finally:
         await service.aclose()
@@ -90,7 +90,7 @@ async def test_a_not_found_answer_that_raced_a_create_does_not_reject_the_new_ag
             "agents:create",
             {"organizationId": "org_new", "name": "Nova", "systemPrompt": "Greet.", "config": _config()},
         )
-        await service.refresh_now()  # the feed shows the new agent
+        await poll_versions(service)  # the feed shows the new agent
         del transport.hold_answer["agents:get"]
         release.set()
         await asyncio.gather(early, return_exceptions=True)
@@ -113,7 +113,7 @@ async def test_a_negative_entry_is_cleared_when_the_feed_shows_the_agent(convex:
             "agents:create",
             {"organizationId": "org_new", "name": "Nova", "systemPrompt": "Greet.", "config": _config()},
         )
-        await service.refresh_now()
+        await poll_versions(service)
         assert not service.known_missing(new_id)
         result = await service.get_full_prompt(new_id)
     finally:

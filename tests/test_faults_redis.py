@@ -17,7 +17,7 @@ from devtools.processes import LocalConvex
 from services import AgentConfigService, ConfigUnavailableError
 from services.records import cache_key
 from services.store.file import local_backend_id
-from tests.helpers import FakeClock, FaultyTransport, convex_service, gets
+from tests.helpers import FakeClock, FaultyTransport, convex_service, gets, poll_versions
 
 PRIYA = local_backend_id(0)
 MARCO = local_backend_id(1)
@@ -59,19 +59,19 @@ async def test_after_a_redis_gap_the_heartbeat_does_not_vouch_for_versions_it_ne
     main = main_host(convex, redis_url, clock=clock)
     first, second = job(convex, redis_url), job(convex, redis_url)
     try:
-        await main.refresh_now()
+        await poll_versions(main)
         before = await first.get_full_prompt(PRIYA)  # recorded in v:, vouched for by main
         await first.aclose()
         # Redis stops taking the main process's writes: its tier rests while its cursor
         # moves on past an edit (each poll succeeds against Convex, each record fails).
         raw.client_pause(3000, all=False)  # writes (and writing scripts) wait; reads go on
         edit(convex, PRIYA, "Gap edit: closed on Mondays.")
-        await main.refresh_now()  # sees the edit, cannot record it: the tier rests
+        await poll_versions(main)  # sees the edit, cannot record it: the tier rests
         clock.advance(60)
-        await main.refresh_now()  # sees it again (overlap window), cannot record it
+        await poll_versions(main)  # sees it again (overlap window), cannot record it
         raw.set(f"{NS}probe", "1")  # returns once the pause is over
         clock.advance(6)
-        await main.refresh_now()  # the edit is behind the window now: nothing to record; beats
+        await poll_versions(main)  # the edit is behind the window now: nothing to record; beats
         after = await second.get_full_prompt(PRIYA)
     finally:
         await second.aclose()
@@ -90,11 +90,11 @@ async def test_a_second_host_starting_does_not_untrust_the_first_hosts_versions(
     first, second = job(convex, redis_url), job(convex, redis_url)
     host_b: AgentConfigService | None = None
     try:
-        await host_a.refresh_now()
+        await poll_versions(host_a)
         await first.get_full_prompt(PRIYA)
         await first.aclose()
         host_b = main_host(convex, redis_url)  # starts its own watch later
-        await host_b.refresh_now()
+        await poll_versions(host_b)
         reads = gets(convex)
         shared = await second.get_full_prompt(PRIYA)
     finally:
@@ -113,7 +113,7 @@ async def test_trust_does_not_compare_the_recording_hosts_clock_with_the_readers
     host = main_host(convex, redis_url, clock=behind)
     first, second = job(convex, redis_url), job(convex, redis_url)
     try:
-        await host.refresh_now()
+        await poll_versions(host)
         await first.get_full_prompt(MARCO)
         await first.aclose()
         shared = await second.get_full_prompt(MARCO)
@@ -132,11 +132,11 @@ async def test_a_dispatch_hint_older_than_the_current_version_is_not_served_from
     main = main_host(convex, redis_url)
     first, second = job(convex, redis_url), job(convex, redis_url)
     try:
-        await main.refresh_now()
+        await poll_versions(main)
         old = await first.get_full_prompt(PRIYA)  # p:PRIYA:<old> is in Redis
         await first.aclose()
         edit(convex, PRIYA, "Hint edit: now vegan.")
-        await main.refresh_now()  # v:PRIYA moves on
+        await poll_versions(main)  # v:PRIYA moves on
         # The dispatch was made before the edit and names the old version.
         result = await second.get_full_prompt(PRIYA, updated_at=old.updated_at)
     finally:
@@ -169,7 +169,7 @@ async def test_a_non_json_prompt_value_is_absent_for_that_agent_only_and_rewritt
     main = main_host(convex, redis_url)
     first, second, third = job(convex, redis_url), job(convex, redis_url), job(convex, redis_url)
     try:
-        await main.refresh_now()
+        await poll_versions(main)
         priya = await first.get_full_prompt(PRIYA)
         await first.get_full_prompt(MARCO)
         await first.aclose()
@@ -192,7 +192,7 @@ async def test_keys_of_the_wrong_type_are_absent_and_replaced_by_the_next_good_w
     main = main_host(convex, redis_url)
     first, second, third = job(convex, redis_url), job(convex, redis_url), job(convex, redis_url)
     try:
-        await main.refresh_now()
+        await poll_versions(main)
         marco = await first.get_full_prompt(MARCO)
         await first.aclose()
         raw.delete(f"{NS}v:{PRIYA}")
@@ -236,9 +236,9 @@ async def test_an_infinite_recorded_version_does_not_pin_the_agent(
     main = main_host(convex, redis_url)
     first, second = job(convex, redis_url), job(convex, redis_url)
     try:
-        await main.refresh_now()
+        await poll_versions(main)
         edited = edit(convex, PRIYA, "Unpinned edit.")
-        await main.refresh_now()  # the bump must accept a good version over u = inf
+        await poll_versions(main)  # the bump must accept a good version over u = inf
         loaded = await first.get_full_prompt(PRIYA)
         await first.aclose()
         shared = await second.get_full_prompt(PRIYA)

@@ -13,6 +13,7 @@ from prompts import build_full_prompt
 from services import AgentConfigService, AgentNotFoundError, SettingsError
 from services.store.file import local_backend_id
 from tests.conftest import DEMO_SEED
+from tests.helpers import poll_versions
 
 
 async def test_from_env_without_convex_serves_the_demo_agents(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -33,7 +34,7 @@ async def test_from_env_without_convex_serves_the_demo_agents(monkeypatch: pytes
         data["agents"][0].pop("fullPrompt")
         path.write_text(json.dumps(data))
         os.utime(path, (1, 2))
-        await service.refresh_now()
+        await poll_versions(service)
         edited = await service.get_full_prompt(local_backend_id(0))
     finally:
         await service.aclose()

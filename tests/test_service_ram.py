@@ -13,7 +13,7 @@ from prompts import build_full_prompt
 from services import InvalidAgentIdError
 from services.store.file import local_backend_id
 from tests.conftest import demo_agents
-from tests.helpers import FakeClock, convex_service, gets
+from tests.helpers import FakeClock, convex_service, gets, poll_versions
 
 PRIYA = local_backend_id(0)
 MARCO = local_backend_id(1)
@@ -86,7 +86,7 @@ async def test_refresher_polls_keep_a_hot_entry_confirmed_past_its_ttl(convex: L
     try:
         await service.get_full_prompt(PRIYA)
         clock.advance(500)
-        await service.refresh_now()  # no change: confirms the version at "now"
+        await poll_versions(service)  # no change: confirms the version at "now"
         clock.advance(500)
         result = await service.get_full_prompt(PRIYA)
     finally:

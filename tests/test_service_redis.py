@@ -6,7 +6,7 @@ from devtools.processes import LocalConvex, free_port
 from services.store.file import local_backend_id
 from services.store.protocol import AgentVersion
 from services.tiers.redis import RedisTier
-from tests.helpers import FakeClock, FaultyTransport, convex_service, gets
+from tests.helpers import FakeClock, FaultyTransport, convex_service, gets, poll_versions
 
 PRIYA = local_backend_id(0)
 MARCO = local_backend_id(1)
@@ -19,7 +19,7 @@ async def test_a_fresh_job_process_resolves_from_redis_without_a_convex_read(
     first_job = convex_service(convex, PROMPT_CACHE_REDIS_URL=redis_url)
     second_job = convex_service(convex, PROMPT_CACHE_REDIS_URL=redis_url)
     try:
-        await main.refresh_now()  # the worker's main process vouches for the shared index
+        await poll_versions(main)  # the worker's main process vouches for the shared index
         loaded = await first_job.get_full_prompt(PRIYA)
         await first_job.aclose()  # the job ends; its write to Redis is flushed
         reads_before = gets(convex)
@@ -51,11 +51,11 @@ async def test_an_edit_seen_by_the_main_refresher_reaches_the_next_job(convex: L
     first_job = convex_service(convex, PROMPT_CACHE_REDIS_URL=redis_url)
     second_job = convex_service(convex, PROMPT_CACHE_REDIS_URL=redis_url)
     try:
-        await main.refresh_now()
+        await poll_versions(main)
         before = await first_job.get_full_prompt(PRIYA)
         await first_job.aclose()
         convex.call("mutation", "agents:update", {"agentId": PRIYA, "systemPrompt": "Now open on Sundays."})
-        await main.refresh_now()
+        await poll_versions(main)
         after = await second_job.get_full_prompt(PRIYA)
     finally:
         await second_job.aclose()
@@ -70,7 +70,7 @@ async def test_redis_down_degrades_to_convex_and_never_fails_a_join(convex: Loca
     main = convex_service(convex, run_refresher=True, PROMPT_CACHE_REDIS_URL=dead, PROMPT_REFRESH_SECONDS=3600)
     job = convex_service(convex, PROMPT_CACHE_REDIS_URL=dead)
     try:
-        await main.refresh_now()
+        await poll_versions(main)
         first = await job.get_full_prompt(MARCO)
         second = await job.get_full_prompt(MARCO)
     finally:

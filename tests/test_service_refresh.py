@@ -8,7 +8,7 @@ import time
 
 from devtools.processes import LocalConvex
 from services.store.file import local_backend_id
-from tests.helpers import convex_service, gets
+from tests.helpers import convex_service, gets, poll_versions
 
 PRIYA = local_backend_id(0)
 MARCO = local_backend_id(1)
@@ -38,9 +38,9 @@ async def test_a_hot_agent_edit_costs_the_refresher_one_read_and_joins_none(conv
     service = convex_service(convex, run_refresher=True, PROMPT_REFRESH_SECONDS=3600)
     try:
         await service.get_full_prompt(PRIYA)
-        assert (await service.refresh_now()) == []
+        assert (await poll_versions(service)) == []
         updated = convex.call("mutation", "agents:update", {"agentId": PRIYA, "name": "Priya Two"})
-        changed = await service.refresh_now()
+        changed = await poll_versions(service)
         reads_after_refresh = gets(convex)
         result = await service.get_full_prompt(PRIYA)
     finally:
@@ -57,8 +57,8 @@ async def test_overlapping_polls_apply_each_change_once(convex: LocalConvex) -> 
     service = convex_service(convex, run_refresher=True, PROMPT_REFRESH_SECONDS=3600)
     try:
         convex.call("mutation", "agents:update", {"agentId": MARCO, "name": "Marco Two"})
-        first = await service.refresh_now()
-        second = await service.refresh_now()  # re-reads the overlap window
+        first = await poll_versions(service)
+        second = await poll_versions(service)  # re-reads the overlap window
         result = await service.get_full_prompt(MARCO)
     finally:
         await service.aclose()
@@ -72,7 +72,7 @@ async def test_overlapping_polls_apply_each_change_once(convex: LocalConvex) -> 
 async def test_the_refresher_starts_from_now_and_never_scans_the_table(convex: LocalConvex) -> None:
     service = convex_service(convex, run_refresher=True, PROMPT_REFRESH_SECONDS=3600)
     try:
-        changed = await service.refresh_now()
+        changed = await poll_versions(service)
     finally:
         await service.aclose()
     assert changed == []  # the seed's agents are older than the start-up overlap window
