@@ -20,13 +20,18 @@ own, ``devtools.caller --serve``) waits for the agent to finish, pauses, speaks 
 - ``loop_lag_p99_ms``: the worst job loop's p99 lag (``job_ended``'s ``loopLagP99Ms``).
 
 ``capacity`` is the largest step with no lost call, ``turn_ms`` p95 within the 1-call
-step's p95 + 200 ms and no gap over 200 ms; ``calls_per_core`` is it over the host's CPUs.
-``--baseline`` runs the same steps against ``bench/stock_worker.py``. ``--soak N`` sends
-N calls (greeting and one turn) through one worker at the capacity and samples the
-worker every 100 calls; ``--burst`` sends 2 x capacity calls at once through
-``dispatch_agent`` to a worker on its defaults.
+step's p95 + 200 ms and no gap over 200 ms; ``calls_per_core`` is it over the worker's
+CPUs. ``--worker-cpus 0`` pins the worker to CPU 0 and everything else (callers,
+livekit-server, the stand-in, Convex) to the others, so a step measures the worker's cores
+rather than the callers' CPU. ``--baseline`` runs the same steps against
+``bench/stock_worker.py``. ``--burst`` sends 2 x capacity calls (greeting and one turn) at
+once through ``dispatch_agent`` to a worker on its defaults; ``--soak N`` sends N such
+calls through one worker at the capacity and samples its RSS, PSS, open files, threads
+and asyncio tasks (the worker's ``agent_asyncio_tasks`` gauge) every 100 calls, with the
+growth per 100 calls fitted after the first 200. ``--capacity N`` skips the steps.
 
-    .venv/bin/python -m bench.capacity --executor thread --calls 1,2,4,8 --seconds 60 --baseline --json cap.json
+    .venv/bin/python -m bench.capacity --executor thread --worker-cpus 0 --calls 1,2,4,6,8 --baseline
+    .venv/bin/python -m bench.capacity --executor thread --worker-cpus 0 --capacity 6 --burst --soak 1000
 """
 
 from __future__ import annotations

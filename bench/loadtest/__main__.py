@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -98,6 +99,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Workload, argparse.Namesp
         default=[],
         metavar="KEY=VALUE",
         help="--audio: a setting for this worker's rows (repeatable), e.g. AGENT_CONNECT_CONCURRENCY=8",
+    )
+    parser.add_argument(
+        "--worker-cpus",
+        help="--audio: pin the worker to these CPUs (e.g. 0) and the callers and services to the others",
     )
     parser.add_argument("--stt-delay-ms", type=float, help="--audio: the stand-in's STT delay (default: its own)")
     parser.add_argument("--llm-ttft-ms", type=float, help="--audio: the stand-in's LLM time to first token")
@@ -283,6 +288,10 @@ async def run(
     return results, latencies
 
 
+def _cpus(value: str) -> set[int]:
+    return {int(part) for part in _csv(value)}
+
+
 def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -290,6 +299,9 @@ def _csv(value: str) -> list[str]:
 async def run_audio_mode(workload: Workload, args: argparse.Namespace) -> list[dict[str, Any]]:
     """``--audio``: the services once, then every row (see ``bench.loadtest.audio``)."""
     docs = with_greetings(seed_agents(workload))
+    worker_cpus = _cpus(args.worker_cpus) if args.worker_cpus else None
+    if worker_cpus:
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - worker_cpus)  # inherited by every service and caller
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -324,6 +336,7 @@ async def run_audio_mode(workload: Workload, args: argparse.Namespace) -> list[d
             rows=_csv(args.audio_rows),
             log_dir=log_dir,
             settings=dict(item.split("=", 1) for item in args.worker_env),
+            worker_cpus=worker_cpus,
         )
 
 
@@ -339,6 +352,14 @@ def main(argv: list[str] | None = None) -> int:
         if any("=" not in item for item in args.worker_env):
             print("--worker-env takes KEY=VALUE", file=sys.stderr)
             return 2
+        if args.worker_cpus:
+            try:
+                pinned = _cpus(args.worker_cpus)
+            except ValueError:
+                pinned = set()
+            if not pinned or not pinned < os.sched_getaffinity(0):
+                print(f"--worker-cpus must name some but not all of {sorted(os.sched_getaffinity(0))}", file=sys.stderr)
+                return 2
         unknown = set(_csv(args.audio_rows)) - set(AUDIO_ROWS)
         if unknown or set(_csv(args.executors)) - {"thread", "process"}:
             print(f"--audio-rows takes {','.join(AUDIO_ROWS)}; --executors takes thread,process", file=sys.stderr)

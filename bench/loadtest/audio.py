@@ -349,8 +349,10 @@ async def run_audio(
     rows: list[str],
     log_dir: Path,
     settings: dict[str, str] | None = None,
+    worker_cpus: set[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every row at every concurrency; ``settings``: extra environment for this worker's rows."""
+    """Every row at every concurrency; ``settings``: extra environment for this worker's
+    rows; ``worker_cpus``: the CPUs the worker is pinned to."""
     results: list[dict[str, Any]] = []
     plan: list[tuple[str, str]] = [
         (row, executor) for row in rows for executor in (executors if row != "seed" else ["default"])
@@ -368,7 +370,7 @@ async def run_audio(
             log_path = log_dir / f"worker-{tag}.log"
             row = AudioRow(row_name, executor, concurrency)
             with log_path.open("w") as log:
-                worker = await start_worker(module, env, log, log_path)
+                worker = await start_worker(module, env, log, log_path, cpus=worker_cpus)
                 try:
                     await run_calls(livekit, agent_ids, row, calls, tag, row_name == "cache", log_path)
                 finally:
