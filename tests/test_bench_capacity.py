@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from bench.capacity import capacity_of, slope_per_100
+from bench.capacity.soak import slope_per_100
+from bench.capacity.steps import capacity_of
 from tests.conftest import REPO, project_free_env
 
 
