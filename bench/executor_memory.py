@@ -24,6 +24,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import IO
 
+from bench.capacity.proc import memory_kb, process_tree
 from devtools.processes import DEMO_SEED, REPO, start_local_convex
 from services.store.file import local_backend_id
 
@@ -31,35 +32,8 @@ DEMO_AGENTS = 4
 PROJECT_PREFIXES = ("LIVEKIT_", "CONVEX_", "PROMPT_", "AGENT", "OPENAI_", "PROBE_")
 
 
-def tree(root: int) -> list[int]:
-    """``root`` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
 def pss_mb(root: int) -> float:
-    total_kb = 0
-    for pid in tree(root):
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total_kb += int(line.split()[1])
-        except OSError:
-            continue
-    return total_kb / 1024
+    return memory_kb(process_tree(root), "Pss:") / 1024
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:
@@ -113,10 +87,10 @@ def measure(executor: str, calls: int, settle: float, convex_url: str, deploy_ke
                 if '"error"' in line:
                     raise RuntimeError(f"call {n} failed: {line[:300]}")
             time.sleep(settle)
-            return idle, pss_mb(driver.pid), len(tree(driver.pid))
+            return idle, pss_mb(driver.pid), len(process_tree(driver.pid))
         finally:
             # The calls are held open on purpose (no PROBE_END_JOB): end the whole tree.
-            for pid in reversed(tree(driver.pid)):
+            for pid in reversed(process_tree(driver.pid)):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             driver.wait()
