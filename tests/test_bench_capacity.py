@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.capacity.soak import slope_per_100
+from bench.capacity.soak import residual_sd, slope_per_100
 from bench.capacity.steps import capacity_of
 from tests.conftest import REPO, project_free_env
 
@@ -36,6 +36,8 @@ def test_soak_growth_is_the_least_squares_slope_per_100_calls() -> None:
     assert slope_per_100([(200, 500.0), (300, 502.0), (400, 504.0)]) == 2.0
     assert slope_per_100([(200, 10.0), (300, 13.0), (400, 10.0)]) == 0.0  # noise, no trend
     assert slope_per_100([(200, 1.0)]) is None
+    assert residual_sd([(200, 500.0), (300, 502.0), (400, 504.0)]) == 0.0  # on the line: no noise
+    assert residual_sd([(200, 10.0), (300, 13.0), (400, 10.0)]) == pytest.approx(1.732, abs=0.001)
 
 
 @pytest.mark.slow
@@ -66,4 +68,5 @@ def test_a_tiny_run_reports_every_figure_per_step_for_both_workers(tmp_path: Pat
         assert sample["rss_mb"] > 100 and sample["fds"] > 0 and sample["threads"] > 0
         assert sample["asyncio_tasks"] is not None and sample["asyncio_tasks"] > 0  # the worker's gauge
     assert set(soak["growth_per_100_calls"]) == {"rss_mb", "pss_mb", "fds", "threads", "asyncio_tasks"}
+    assert set(soak["residual_sd"]) == set(soak["growth_per_100_calls"])
     assert "capacity 1 calls" in result.stdout and "stock worker" in result.stdout

@@ -143,7 +143,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 concurrency=args.soak_concurrency or capacity, every=args.soak_sample_every,
                 extra_env=dict(args.worker_env),
             )  # fmt: skip
-            print(f"soak: growth per 100 calls after the first 200: {out['soak']['growth_per_100_calls']}", flush=True)
+            soak = out["soak"]
+            print(f"soak: growth per 100 calls after the first 200 {soak['growth_per_100_calls']}; "
+                  f"spread around the fit {soak['residual_sd']}", flush=True)  # fmt: skip
         return out
 
 

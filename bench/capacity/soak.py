@@ -48,6 +48,20 @@ def slope_per_100(points: list[tuple[int, float]]) -> float | None:
     return round(100 * sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / denominator, 3)
 
 
+def residual_sd(points: list[tuple[int, float]]) -> float | None:
+    """The spread of (calls, value) points around their least-squares line: the noise a
+    slope has to stand out from (samples taken while other calls are in flight vary with
+    where those calls are)."""
+    slope = slope_per_100(points)
+    if slope is None or len(points) < 3:
+        return None
+    xs = [float(x) for x, _ in points]
+    ys = [y for _, y in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    residuals = [y - (mean_y + slope / 100 * (x - mean_x)) for x, y in zip(xs, ys, strict=True)]
+    return round(statistics.stdev(residuals), 3)
+
+
 SOAK_FIGURES = ("rss_mb", "pss_mb", "fds", "threads", "asyncio_tasks")
 
 
@@ -132,10 +146,9 @@ async def run_soak(
     finally:
         await asyncio.gather(*(bot.stop() for bot in bots))
     after = [s for s in samples if s["calls"] >= min(SOAK_GROWTH_AFTER, calls // 2)]
-    slopes = {
-        name: slope_per_100([(s["calls"], float(s[name])) for s in after if s[name] is not None])
-        for name in SOAK_FIGURES
-    }
+    points = {name: [(s["calls"], float(s[name])) for s in after if s[name] is not None] for name in SOAK_FIGURES}
+    slopes = {name: slope_per_100(series) for name, series in points.items()}
+    noise = {name: residual_sd(series) for name, series in points.items()}
     return {
         "executor": executor,
         "calls": calls,
@@ -144,6 +157,7 @@ async def run_soak(
         "errors": sorted(set(lost)),
         "samples": samples,
         "growth_per_100_calls": slopes,
+        "residual_sd": noise,
     }
 
 
