@@ -15,7 +15,6 @@ from typing import Any
 import structlog
 from livekit.agents import Agent, JobContext, JobExecutorType
 
-from agent.admission.ending_jobs import mark_ending
 from agent.admission.targeting import JobTarget, JobTargetError, resolve_target
 from agent.admission.tenancy import OrganizationNotServedError, check_organization
 from agent.connect.room import connect_and_check, finish
@@ -55,7 +54,6 @@ async def run_job(ctx: JobContext, settings: WorkerSettings, service: AgentConfi
     lag.start()
 
     async def job_ended(reason: str) -> None:
-        mark_ending(ctx.job.id)
         job_log.info("job_ended", reason=clip(reason), durationMs=_ms(started), **(await lag.stop()))
 
     ctx.add_shutdown_callback(job_ended)

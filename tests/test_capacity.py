@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 import pytest
-from livekit.agents import AgentServer
 
 from agent.admission.capacity import (
     CALLS_PER_CPU,
@@ -18,9 +15,7 @@ from agent.admission.capacity import (
     available_cpus,
     cgroup_cpu_limit,
     default_max_jobs,
-    load_function,
 )
-from agent.admission.ending_jobs import GRACE_SECONDS, ending, mark_ending
 
 
 def test_load_is_the_share_of_slots_in_use_scaled_to_the_server_target_load() -> None:
@@ -126,23 +121,3 @@ def test_the_worker_reports_its_status_to_livekit_server_every_half_second() -> 
             report_status_every(0)
     finally:
         livekit_worker.UPDATE_STATUS_INTERVAL = before
-
-
-def test_a_job_whose_call_is_over_holds_no_slot_for_its_grace() -> None:
-    mark_ending("job-a", now=100.0)
-    assert ending(["job-a", "job-b"], now=100.0 + GRACE_SECONDS) == 1
-    assert ending(["job-a", "job-b"], now=100.1 + GRACE_SECONDS) == 0  # a hung teardown counts again
-    mark_ending("job-c", now=200.0)
-    assert ending(["job-b"], now=200.0) == 0  # job-a and job-c left: their marks are forgotten
-    assert ending(["job-c"], now=200.0) == 0
-
-
-def test_the_load_counts_calls_not_jobs_tearing_down() -> None:
-    policy = CapacityPolicy(max_jobs=4, target_load=0.8)
-    server = SimpleNamespace(active_jobs=[SimpleNamespace(job=SimpleNamespace(id=f"load-{n}")) for n in range(4)])
-    load = load_function(policy, None)
-    assert load(cast(AgentServer, server)) == pytest.approx(0.8)  # 4 of 4 slots: full
-    mark_ending("load-3")
-    assert load(cast(AgentServer, server)) == pytest.approx(0.6)  # its caller hung up: 3 calls
-    server.active_jobs = server.active_jobs[:3]  # the job left
-    assert load(cast(AgentServer, server)) == pytest.approx(0.6)

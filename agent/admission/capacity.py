@@ -33,8 +33,6 @@ from pathlib import Path
 
 from livekit.agents import AgentServer
 
-from agent.admission.ending_jobs import ending
-
 CALLS_PER_CPU: dict[str, int] = {"thread": 6, "process": 4}
 """Default slots per CPU, by executor: the talking calls one worker core carried with no
 call lost, turn p95 within the 1-call p95 + 200 ms and no audio gap over 200 ms
@@ -183,8 +181,6 @@ def load_function(policy: CapacityPolicy, cpu: CpuSaturation | None) -> Callable
     """The ``load_fnc`` for ``AgentServer``: this worker's running jobs against its slots."""
 
     def load(server: AgentServer) -> float:
-        jobs = [info.job.id for info in server.active_jobs]
-        calls = len(jobs) - ending(jobs)  # a job whose caller has gone holds no slot
-        return policy.load(calls, cpu_saturated=cpu is not None and cpu.saturated())
+        return policy.load(len(server.active_jobs), cpu_saturated=cpu is not None and cpu.saturated())
 
     return load

@@ -20,7 +20,6 @@ import structlog
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import AgentStateChangedEvent, CloseEvent, ConversationItemAddedEvent
 
-from agent.admission.ending_jobs import mark_ending
 from agent.sessions.greeting import GreetingSource
 from agent.sessions.provider_cache import CachedTokens
 from services.hints import clip
@@ -86,7 +85,6 @@ class CallWatch:
             self._first_audio_ms = elapsed_ms(self._started)  # the agent's first audio frame went out
 
     def _on_close(self, event: CloseEvent) -> None:
-        mark_ending(self._ctx.job.id)  # the call is over: its slot is free for the next caller
         self._ctx.shutdown(reason=f"session closed: {event.reason.value}")
 
     async def _on_shutdown(self) -> None:
