@@ -78,9 +78,10 @@ def step_figures(
     ok = [r for r in results if not r.error]
     turns = [t for r in ok for t in r.turns_ms]
     firsts = [r.first_audio_ms for r in ok if r.first_audio_ms is not None]
-    # The window in which every call talks: the last greeting -> the first call's end.
-    greeted = [r.greeted_at for r in results if r.greeted_at is not None]
-    ended = [r.ended_at for r in results if r.ended_at is not None]
+    # The window in which every call talks: the last greeting -> the first call's end (of
+    # the calls kept: a lost call ends early and would leave no window to measure).
+    greeted = [r.greeted_at for r in ok if r.greeted_at is not None]
+    ended = [r.ended_at for r in ok if r.ended_at is not None]
     window = sampler.window(max(greeted), min(ended)) if greeted and ended else None
     out: dict[str, Any] = {
         "calls": calls,
