@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from livekit import api
 from agent.admission.targeting import room_name_for
 from agent.dispatch import DispatchError, dispatch_agent
 from bench.capacity.proc import process_tree
-from bench.loadtest.audio import AGENT_NAME, CallerBot
+from bench.loadtest.audio import AGENT_NAME, CallerBot, start_worker, stop_worker
 from devtools.caller import caller_token
 from devtools.processes import (
     LiveKitServer,
@@ -164,3 +165,27 @@ async def jobs_gone(pid: int, module: str, log_path: Path, warm_calls: int, with
             return
         previous = count
         await asyncio.sleep(2.0)
+
+
+@contextlib.asynccontextmanager
+async def worker_with_callers(
+    services: Services, module: str, env: dict[str, str], log_path: Path, callers: int
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[CallerBot], api.LiveKitAPI]]:
+    """What every run holds: ``callers`` caller processes, the worker started by its real
+    command (``python -m <module> start``, logging to ``log_path``) on fresh Convex data and
+    stand-in counters, and a server API client; all stopped on the way out."""
+    services.convex.reset(data=True)
+    services.standin.reset()
+    bots = [await CallerBot.start() for _ in range(callers)]
+    try:
+        with log_path.open("w") as log:
+            worker = await start_worker(module, env, log, log_path, cpus=services.worker_cpus)
+            try:
+                async with api.LiveKitAPI(
+                    services.livekit.http_url, services.livekit.api_key, services.livekit.api_secret
+                ) as lk:
+                    yield worker, bots, lk
+            finally:
+                await stop_worker(worker)
+    finally:
+        await asyncio.gather(*(bot.stop() for bot in bots))

@@ -11,10 +11,10 @@ import httpx
 from livekit import api
 
 from agent.admission.targeting import room_name_for
-from bench.capacity.calls import AGENTS, QUESTION, Services, TalkResult, jobs_gone, talk, warm
+from bench.capacity.calls import AGENTS, QUESTION, Services, TalkResult, jobs_gone, talk, warm, worker_with_callers
 from bench.capacity.proc import memory_kb, open_fds, process_tree, threads
 from bench.capacity.steps import rounded
-from bench.loadtest.audio import CallerBot, start_worker, stop_worker, worker_env
+from bench.loadtest.audio import CallerBot, worker_env
 from bench.loadtest.report import percentile
 from devtools.processes import (
     free_port,
@@ -105,8 +105,6 @@ async def run_soak(
 ) -> dict[str, Any]:
     """``calls`` short calls (greeting and one turn) through one worker, ``concurrency``
     at a time; the worker sampled before the first and after every ``every`` calls."""
-    services.convex.reset(data=True)
-    services.standin.reset()
     port = free_port()
     env = worker_env(
         services.livekit, services.convex, services.standin,
@@ -116,35 +114,23 @@ async def run_soak(
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     samples: list[dict[str, Any]] = []
     lost: list[str] = []
-    bots = [await CallerBot.start() for _ in range(concurrency)]
-    try:
-        with log_path.open("w") as log:
-            worker = await start_worker("agent", env, log, log_path, cpus=services.worker_cpus)
+    async with worker_with_callers(services, "agent", env, log_path, concurrency) as (worker, bots, lk):
+        done = 0
 
-            done = 0
+        async def on_call(result: TalkResult) -> None:
+            nonlocal done
+            done += 1
+            if result.error:
+                lost.append(result.error[:120])
+            if done % every == 0:
+                await asyncio.sleep(2.0)  # the call's job ends after its caller leaves
+                samples.append(await asyncio.to_thread(soak_sample, worker.pid, done, metrics_url))
+                print(f"  soak {soak_line(samples[-1])}", flush=True)
 
-            async def on_call(result: TalkResult) -> None:
-                nonlocal done
-                done += 1
-                if result.error:
-                    lost.append(result.error[:120])
-                if done % every == 0:
-                    await asyncio.sleep(2.0)  # the call's job ends after its caller leaves
-                    samples.append(await asyncio.to_thread(soak_sample, worker.pid, done, metrics_url))
-                    print(f"  soak {soak_line(samples[-1])}", flush=True)
-
-            try:
-                async with api.LiveKitAPI(
-                    services.livekit.http_url, services.livekit.api_key, services.livekit.api_secret
-                ) as lk:
-                    warmed = await warm(bots, services, lk, "soak")
-                    await jobs_gone(worker.pid, "agent", log_path, warmed)
-                    samples.append(await asyncio.to_thread(soak_sample, worker.pid, 0, metrics_url))
-                    await soak_calls(services, lk, bots, calls, on_call)
-            finally:
-                await stop_worker(worker)
-    finally:
-        await asyncio.gather(*(bot.stop() for bot in bots))
+        warmed = await warm(bots, services, lk, "soak")
+        await jobs_gone(worker.pid, "agent", log_path, warmed)
+        samples.append(await asyncio.to_thread(soak_sample, worker.pid, 0, metrics_url))
+        await soak_calls(services, lk, bots, calls, on_call)
     after = [s for s in samples if s["calls"] >= min(SOAK_GROWTH_AFTER, calls // 2)]
     points = {name: [(s["calls"], float(s[name])) for s in after if s[name] is not None] for name in SOAK_FIGURES}
     slopes = {name: slope_per_100(series) for name, series in points.items()}
@@ -174,25 +160,12 @@ async def burst_call(services: Services, lk: api.LiveKitAPI, bot: CallerBot, n: 
 async def run_burst(services: Services, *, executor: str, calls: int, extra_env: dict[str, str]) -> dict[str, Any]:
     """``calls`` calls (greeting and one turn) started at once through ``dispatch_agent``
     against a worker on its defaults (``AGENT_MAX_JOBS`` and CPU shedding unset)."""
-    services.convex.reset(data=True)
-    services.standin.reset()
     env = worker_env(services.livekit, services.convex, services.standin, **extra_env, AGENT_EXECUTOR=executor)
     env.pop("AGENT_CPU_SATURATION", None)  # the default: the load the worker reports, as shipped
     log_path = services.log_dir / f"worker-burst-{executor}.log"
-    bots = [await CallerBot.start() for _ in range(calls)]
-    try:
-        with log_path.open("w") as log:
-            worker = await start_worker("agent", env, log, log_path, cpus=services.worker_cpus)
-            try:
-                async with api.LiveKitAPI(
-                    services.livekit.http_url, services.livekit.api_key, services.livekit.api_secret
-                ) as lk:
-                    await warm(bots[:AGENTS], services, lk, "burst")
-                    results = await asyncio.gather(*(burst_call(services, lk, bot, n) for n, bot in enumerate(bots)))
-            finally:
-                await stop_worker(worker)
-    finally:
-        await asyncio.gather(*(bot.stop() for bot in bots))
+    async with worker_with_callers(services, "agent", env, log_path, calls) as (_worker, bots, lk):
+        await warm(bots[:AGENTS], services, lk, "burst")
+        results = await asyncio.gather(*(burst_call(services, lk, bot, n) for n, bot in enumerate(bots)))
     firsts = [r.first_audio_ms for r in results if not r.error and r.first_audio_ms is not None]
     return {
         "executor": executor,

@@ -8,12 +8,10 @@ import math
 import os
 from typing import Any
 
-from livekit import api
-
 from agent.admission.targeting import room_name_for
-from bench.capacity.calls import AGENTS, Services, TalkResult, job_lags, jobs_gone, talk, warm
+from bench.capacity.calls import AGENTS, Services, TalkResult, job_lags, jobs_gone, talk, warm, worker_with_callers
 from bench.capacity.proc import TreeSampler, memory_kb
-from bench.loadtest.audio import CallerBot, start_worker, stop_worker, worker_env
+from bench.loadtest.audio import worker_env
 from bench.loadtest.report import percentile
 
 TURN_SLACK_MS = 200.0
@@ -32,43 +30,29 @@ async def run_step(
     extra_env: dict[str, str],
 ) -> dict[str, Any]:
     tag = f"{'stock' if module != 'agent' else executor}-c{calls}"
-    services.convex.reset(data=True)
-    services.standin.reset()
     env_extra = dict(extra_env)
     if module == "agent":
         env_extra |= {"AGENT_EXECUTOR": executor, "AGENT_MAX_JOBS": str(calls)}
     env = worker_env(services.livekit, services.convex, services.standin, **env_extra)
     log_path = services.log_dir / f"worker-{tag}.log"
-    bots = [await CallerBot.start() for _ in range(calls)]
-    results: list[TalkResult] = []
-    try:
-        with log_path.open("w") as log:
-            worker = await start_worker(module, env, log, log_path, cpus=services.worker_cpus)
-            try:
-                async with api.LiveKitAPI(
-                    services.livekit.http_url, services.livekit.api_key, services.livekit.api_secret
-                ) as lk:
-                    warmed = await warm(bots, services, lk, tag)
-                    await jobs_gone(worker.pid, module, log_path, warmed)
-                    idle_main_mb = memory_kb([worker.pid], "Pss:") / 1024
-                    sampler = TreeSampler(worker.pid, [b.process.pid for b in bots])
-                    sampler.start()
-                    rooms = [room_name_for(services.agent_ids[n % AGENTS], f"{tag}-{n}") for n in range(calls)]
+    async with worker_with_callers(services, module, env, log_path, calls) as (worker, bots, lk):
+        warmed = await warm(bots, services, lk, tag)
+        await jobs_gone(worker.pid, module, log_path, warmed)
+        idle_main_mb = memory_kb([worker.pid], "Pss:") / 1024
+        sampler = TreeSampler(worker.pid, [b.process.pid for b in bots])
+        sampler.start()
+        rooms = [room_name_for(services.agent_ids[n % AGENTS], f"{tag}-{n}") for n in range(calls)]
 
-                    async def one(n: int) -> TalkResult:
-                        await asyncio.sleep(n * STAGGER_SECONDS)  # arrivals, spread on purpose
-                        agent_id = services.agent_ids[n % AGENTS]
-                        return await talk(
-                            bots[n], services.livekit, lk, agent_id, rooms[n],
-                            talk_seconds=seconds, pause_seconds=pause_seconds,
-                        )  # fmt: skip
+        async def one(n: int) -> TalkResult:
+            await asyncio.sleep(n * STAGGER_SECONDS)  # arrivals, spread on purpose
+            agent_id = services.agent_ids[n % AGENTS]
+            return await talk(
+                bots[n], services.livekit, lk, agent_id, rooms[n],
+                talk_seconds=seconds, pause_seconds=pause_seconds,
+            )  # fmt: skip
 
-                    results = list(await asyncio.gather(*(one(n) for n in range(calls))))
-                    await sampler.stop()
-            finally:
-                await stop_worker(worker)
-    finally:
-        await asyncio.gather(*(bot.stop() for bot in bots))
+        results = list(await asyncio.gather(*(one(n) for n in range(calls))))
+        await sampler.stop()
     return step_figures(calls, results, sampler, idle_main_mb, job_lags(log_path, set(rooms)))
 
 
