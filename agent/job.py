@@ -150,6 +150,7 @@ async def _start_session(
             "promptStale": "true" if result.stale else "false",
         }
     )
-    await caller_linked(plan.session, CALLER_LINK_SECONDS)
+    if await caller_linked(plan.session, CALLER_LINK_SECONDS) and (caller := plan.session.room_io.linked_participant):
+        watch.caller_identity = caller.identity
     watch.greeting_source = greet(plan, service if settings.greeting_cache else None, result)
     return result, timings

@@ -9,10 +9,12 @@ prewarm that builds this process's AgentConfigService (``agent.prewarm``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import structlog
 from livekit.agents import AgentServer, JobExecutorType
+from livekit.agents.job import RunningJobInfo
 
 from agent.admission.capacity import (
     CALLS_PER_CPU,
@@ -25,6 +27,7 @@ from agent.admission.capacity import (
     load_function,
     report_status_every,
 )
+from agent.admission.ended_calls import ENDED_CALLS, EndedCalls
 from agent.admission.requests import close_main_process_api, on_request
 from agent.admission.tenancy import warn_if_unrestricted
 from agent.connect.gate import CONNECT_GATE
@@ -41,15 +44,73 @@ CPU_WINDOW_SECONDS = 30.0
 """Host CPU counts only as a mean over this long: saturation, not a start-up spike."""
 
 
+STATUS_PUSH_HOOKS = ("_refresh_worker_load", "_update_worker_status", "_proc_pool")
+"""What ``WorkerServer`` uses of livekit-agents' private API to push a status report: the
+pinned version (1.8.9) has it, the server checks at start, and a test fails if it goes away."""
+
+
 class WorkerServer(AgentServer):
-    """livekit-agents' ``AgentServer``, which also closes, when it closes, the server API
-    client ``on_request`` opened on its loop (left open, aiohttp reports an unclosed
-    session as an error when the process exits)."""
+    """livekit-agents' ``AgentServer`` with two changes:
+
+    - a slot is free as soon as its call has ended (``active_jobs``), and livekit-server is
+      told so at once, not at the next periodic status report
+      (``agent.admission.ended_calls`` says why: a caller who redials at once was turned away);
+    - it closes, when it closes, the server API client ``on_request`` opened on its loop
+      (left open, aiohttp reports an unclosed session as an error when the process exits).
+    """
+
+    def __init__(self, *args: Any, ended_calls: EndedCalls = ENDED_CALLS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ended_calls = ended_calls
+        self._status_push: asyncio.Task[None] | None = None
+        self._push_again = False
+        self.on("worker_started", self._watch_slots)
+
+    @property
+    def active_jobs(self) -> list[RunningJobInfo]:
+        """The jobs whose call is in progress. livekit-agents reads this for the load it
+        reports, the reserved-slot price and the job count; a job whose caller hung up is
+        still tearing down (``drain`` waits for it all the same) but holds no slot."""
+        return self._ended_calls.live(super().active_jobs)
+
+    def _watch_slots(self) -> None:
+        missing = [name for name in STATUS_PUSH_HOOKS if not hasattr(self, name)]
+        if missing:
+            raise RuntimeError(f"livekit-agents no longer has {missing}: see agent.server.STATUS_PUSH_HOOKS")
+        loop = asyncio.get_running_loop()
+
+        def from_any_thread() -> None:  # a THREAD job marks its call ended on its own thread
+            with contextlib.suppress(RuntimeError):  # the worker's loop has closed: nothing to tell
+                loop.call_soon_threadsafe(self.push_status)
+
+        self._ended_calls.on_mark(from_any_thread)
+        self._proc_pool.on("process_closed", lambda _proc: self.push_status())
+
+    def push_status(self) -> None:
+        """Report this worker's load and status to livekit-server now (on the worker's
+        loop). Pushes asked for while one is in flight make one more after it."""
+        if self._status_push is not None and not self._status_push.done():
+            self._push_again = True
+            return
+        self._status_push = asyncio.get_running_loop().create_task(self._push_status(), name="status_push")
+
+    async def _push_status(self) -> None:
+        while True:
+            self._push_again = False
+            try:
+                await self._refresh_worker_load()
+                await self._update_worker_status()
+            except Exception:  # the periodic report still runs: a push is only an early one
+                log.exception("status_push_failed")
+                return
+            if not self._push_again:
+                return
 
     async def aclose(self) -> None:
         try:
             await super().aclose()
         finally:
+            self._ended_calls.on_mark(None)
             await close_main_process_api()
 
 

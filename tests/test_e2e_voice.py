@@ -196,6 +196,34 @@ async def test_a_hang_up_ends_the_job_at_once_not_when_the_server_closes_the_roo
         worker.stop()
 
 
+async def test_a_caller_who_dials_as_the_last_one_hangs_up_gets_the_free_slot_on_the_first_dispatch(
+    livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAIStandin
+) -> None:
+    """One slot, three callers in a row, each dialing as soon as the last one's call has
+    ended (``call_ended``), while that job still tears down. A worker that still counted
+    the ending job, or told livekit-server only at its next periodic report, would be full
+    for the next dispatch: livekit-server drops it and ``dispatch_agent`` makes another
+    (``attempts`` 2)."""
+    worker = start_worker(livekit, convex, **voice_env(openai_standin, AGENT_MAX_JOBS="1"))
+    try:
+        async with server_api(livekit) as lk:
+            for n in range(3):
+                room = room_name_for(PRIYA, f"redial-{n}")
+                caller = Caller("caller")
+                await caller.join(livekit.url, caller_token(livekit.api_key, livekit.api_secret, room, "caller"))
+                result = await dispatch_agent(lk, room, PRIYA, agent_name=AGENT_NAME)
+                assert result.attempts == 1, f"call {n}: the free slot was not offered ({result})"
+                await caller.first_agent_audio(HEAR_SECONDS)
+                await caller.hang_up()
+
+                def call_ended(room: str = room) -> bool:
+                    return any(e["room"] == room for e in worker.events("call_ended"))
+
+                await wait_for_log(worker, call_ended)
+    finally:
+        worker.stop()
+
+
 async def test_a_realtime_agent_greets_and_answers(
     livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAIStandin
 ) -> None:

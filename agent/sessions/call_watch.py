@@ -8,7 +8,10 @@
   first token, TTS first byte, end to end): where a reply's latency goes, never its text;
 - the session's close (the caller hung up, or the session failed) shuts the job down.
   Left to livekit, the job would hold its slot until livekit-server closes the empty
-  room (its departure timeout, 20 s), and a full worker turns callers away meanwhile.
+  room (its departure timeout, 20 s), and a full worker turns callers away meanwhile;
+- the call's end frees the job's slot at once (``agent.admission.ended_calls``): when the
+  caller leaves (the moment livekit starts closing the session, half a second before
+  it has closed) or the session closes, whichever comes first.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import time
 from typing import Any
 
 import structlog
+from livekit import rtc
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import AgentStateChangedEvent, CloseEvent, ConversationItemAddedEvent
+from livekit.agents.voice.room_io.types import DEFAULT_CLOSE_ON_DISCONNECT_REASONS
 
+from agent.admission.ended_calls import ENDED_CALLS, EndedCalls
 from agent.sessions.greeting import GreetingSource
 from agent.sessions.provider_cache import CachedTokens
 from services.hints import clip
@@ -44,18 +50,27 @@ class CallWatch:
     """Listens to one job's session. ``timings`` is the job's dict, filled as it goes."""
 
     def __init__(
-        self, ctx: JobContext, agent_id: str, started: float, timings: dict[str, Any], cached: CachedTokens
+        self,
+        ctx: JobContext,
+        agent_id: str,
+        started: float,
+        timings: dict[str, Any],
+        cached: CachedTokens,
+        ended_calls: EndedCalls = ENDED_CALLS,
     ) -> None:
         self._ctx, self._agent_id, self._started = ctx, agent_id, started
-        self._timings, self._cached = timings, cached
+        self._timings, self._cached, self._ended_calls = timings, cached, ended_calls
         self._logged = False
         self.greeting_source: GreetingSource | None = None
+        self.caller_identity: str | None = None
+        """The caller the session linked; set by the job once the link is made."""
         self._first_audio_ms: float | None = None
 
     def attach(self, session: AgentSession[None]) -> None:
         session.on("conversation_item_added", self._on_item)
         session.on("agent_state_changed", self._on_state)
         session.on("close", self._on_close)
+        self._ctx.room.on("participant_disconnected", self._on_participant_left)
         self._ctx.add_shutdown_callback(self._on_shutdown)
 
     def _log_timings(self, first_reply_ms: float | None) -> None:
@@ -84,8 +99,24 @@ class CallWatch:
         if event.new_state == "speaking" and self._first_audio_ms is None:
             self._first_audio_ms = elapsed_ms(self._started)  # the agent's first audio frame went out
 
+    def _on_participant_left(self, participant: rtc.RemoteParticipant) -> None:
+        """The caller left for a reason that makes livekit close the session (the same
+        list its room I/O uses): the call is over."""
+        if (
+            self.caller_identity is not None
+            and participant.identity == self.caller_identity
+            and participant.disconnect_reason in DEFAULT_CLOSE_ON_DISCONNECT_REASONS
+        ):
+            self._call_ended("caller_left")
+
     def _on_close(self, event: CloseEvent) -> None:
+        self._call_ended("session_closed")
         self._ctx.shutdown(reason=f"session closed: {event.reason.value}")
+
+    def _call_ended(self, how: str) -> None:
+        if self._ended_calls.mark(self._ctx.job.id):
+            log.info("call_ended", room=clip(self._ctx.job.room.name), agentId=self._agent_id, how=how,
+                     durationMs=elapsed_ms(self._started))  # fmt: skip
 
     async def _on_shutdown(self) -> None:
         self._log_timings(None)
