@@ -21,7 +21,6 @@ from agent.server import STATUS_PUSH_HOOKS, WorkerServer, build_server
 from agent.service_holder import close_service
 from agent.settings import WorkerSettings
 
-
 FAKE_FACTORY = "devtools.fake_models:fake_session"
 
 
