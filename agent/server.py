@@ -37,6 +37,7 @@ from agent.process_gauges import watch_loop
 from agent.service_holder import get_service, prepare_host_tier
 from agent.sessions.greeting import GreetingSynthesizer
 from agent.settings import DEFAULT_MODEL_FACTORY, WorkerSettings
+from agent.stall_watch import StallWatch
 
 log = structlog.get_logger("agent.worker")
 
@@ -50,11 +51,12 @@ pinned version (1.8.9) has it, the server checks at start, and a test fails if i
 
 
 class WorkerServer(AgentServer):
-    """livekit-agents' ``AgentServer`` with two changes:
+    """livekit-agents' ``AgentServer`` with three changes:
 
     - a slot is free as soon as its call has ended (``active_jobs``), and livekit-server is
       told so at once, not at the next periodic status report
       (``agent.admission.ended_calls`` says why: a caller who redials at once was turned away);
+    - a stall of its loop writes every thread's stack to stderr (``agent.stall_watch``);
     - it closes, when it closes, the server API client ``on_request`` opened on its loop
       (left open, aiohttp reports an unclosed session as an error when the process exits).
     """
@@ -64,7 +66,9 @@ class WorkerServer(AgentServer):
         self._ended_calls = ended_calls
         self._status_push: asyncio.Task[None] | None = None
         self._push_again = False
+        self._stall_watch = StallWatch()
         self.on("worker_started", self._watch_slots)
+        self.on("worker_started", lambda: self._stall_watch.start(asyncio.get_running_loop()))
 
     @property
     def active_jobs(self) -> list[RunningJobInfo]:
@@ -110,6 +114,7 @@ class WorkerServer(AgentServer):
         try:
             await super().aclose()
         finally:
+            self._stall_watch.stop()
             self._ended_calls.on_mark(None)
             await close_main_process_api()
 

@@ -10,6 +10,7 @@ from livekit.agents import JobExecutorType, JobProcess
 
 from agent.admission.targeting import JobTargetError, resolve_target, room_name_for
 from agent.admission.tenancy import check_organization
+from agent.prewarm.heap import freeze_startup_heap
 from agent.prewarm.local_models import load_local_models
 from agent.service_holder import get_service
 from agent.settings import DEFAULT_MODEL_FACTORY, WorkerSettings
@@ -46,3 +47,4 @@ def prewarm(proc: JobProcess) -> None:
             log.info("job_process_ready", hostTierWarmed=warmed)
     except Exception:
         log.exception("prewarm_failed")
+    freeze_startup_heap()  # once per process, now that what lives as long as it is built
