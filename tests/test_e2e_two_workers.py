@@ -67,13 +67,22 @@ async def stranded(lk: api.LiveKitAPI, room: str, worker_id: str) -> bool:
     (``AgentHandler.JobRequest`` retries on ``ErrWorkerClosed``): that is not the
     dispatcher's recovery, which this test is about. Assignment is asked first, so an
     attribute update already on its way to the server lands before readiness is asked."""
-    assigned = any(
-        job.state.worker_id == worker_id
-        for dispatch in await lk.agent_dispatch.list_dispatch(room)
-        if dispatch.agent_name == AGENT_NAME
-        for job in dispatch.state.jobs
-    )
-    return assigned and not any(a.attributes.get(READY_ATTRIBUTE) for a in await our_agents(lk, room))
+    try:
+        dispatches = await lk.agent_dispatch.list_dispatch(room)
+        assigned = any(
+            job.state.worker_id == worker_id
+            for dispatch in dispatches
+            if dispatch.agent_name == AGENT_NAME
+            for job in dispatch.state.jobs
+        )
+        return assigned and not any(a.attributes.get(READY_ATTRIBUTE) for a in await our_agents(lk, room))
+    except api.TwirpError as exc:
+        # livekit-server answers "unavailable" for a room no node answers for at that
+        # instant (seen once in CI, 503 "no response from servers"): not known to be
+        # stranded on this pass; the search asks again.
+        if exc.status in (502, 503, 504) or exc.code == "unavailable":
+            return False
+        raise
 
 
 async def make_the_server_list_jobs(lk: api.LiveKitAPI) -> None:
