@@ -12,6 +12,7 @@ from livekit import api
 
 from agent.admission.targeting import room_name_for
 from agent.dispatch import READY_ATTRIBUTE, DispatchResult, dispatch_agent
+from agent.dispatch import _transient as transient  # the dispatcher's own rule for asking again
 from devtools.processes import LiveKitServer, LocalConvex
 from services.store.file import local_backend_id
 from tests.e2e_support import (
@@ -79,10 +80,10 @@ async def stranded(lk: api.LiveKitAPI, room: str, worker_id: str) -> bool:
     except api.TwirpError as exc:
         # livekit-server answers "unavailable" for a room no node answers for at that
         # instant (seen once in CI, 503 "no response from servers"): not known to be
-        # stranded on this pass; the search asks again.
-        if exc.status in (502, 503, 504) or exc.code == "unavailable":
-            return False
-        raise
+        # stranded on this pass; the search asks again, as dispatch_agent would.
+        if not transient(exc):
+            raise
+        return False
 
 
 async def make_the_server_list_jobs(lk: api.LiveKitAPI) -> None:

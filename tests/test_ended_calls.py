@@ -50,7 +50,7 @@ def test_each_call_that_ends_is_told_to_the_listener_once() -> None:
 def test_an_ended_job_that_has_gone_is_forgotten() -> None:
     calls = EndedCalls()
     calls.mark("a")
-    assert calls.live([job("b")]) == calls.live([job("b")])  # "a" has left the worker
+    assert ids(calls.live([job("b")])) == ["b"]  # "a" has left the worker
     assert ids(calls.live([job("a"), job("b")])) == ["a", "b"]  # nothing remembered of it
 
 
