@@ -1,16 +1,22 @@
 """One agent per room, through a real livekit-server and the worker by its real command:
-a second dispatch into a served room is turned away, and the late job of a dispatch the
-dispatcher withdrew never becomes a second agent."""
+a second dispatch into a served room is turned away, the late job of a dispatch the
+dispatcher withdrew never becomes a second agent, and an agent of ours whose dispatch the
+room's listing lacks (in a cluster, listed on another node only) keeps its room unless it
+leaves."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
-from livekit import api
+from livekit import api, rtc
 
+from agent.admission.room_guard import DISPATCH_ID_ATTRIBUTE
 from agent.admission.targeting import room_name_for
+from agent.connect.room import UNLISTED_AGENT_GRACE_SECONDS
 from agent.dispatch import dispatch_agent
 from devtools.processes import LiveKitServer, LocalConvex
 from services.store.file import local_backend_id
@@ -78,3 +84,76 @@ async def test_the_late_job_of_a_withdrawn_dispatch_never_becomes_a_second_agent
 
         assert await poll_until(only_the_answer_left, 20), worker.tail()
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))  # hang up: the worker stops at once
+
+
+@contextlib.asynccontextmanager
+async def unlisted_agent(livekit: LiveKitServer, room: str) -> AsyncIterator[rtc.Room]:
+    """A participant the worker takes for an agent of ours (kind AGENT, its agent name)
+    whose ``dispatchId`` no listing of the room names: what a job sees of a live agent
+    whose dispatch only another cluster node lists, or of one whose dispatch was withdrawn."""
+    token = (
+        api.AccessToken(livekit.api_key, livekit.api_secret)
+        .with_identity("agent-unlisted")
+        .with_kind("agent")
+        .with_attributes({"lk.agent.name": AGENT_NAME, DISPATCH_ID_ATTRIBUTE: "AD_listedelsewhere"})
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .to_jwt()
+    )
+    joined = rtc.Room()
+    await joined.connect(livekit.url, token)
+    try:
+        yield joined
+    finally:
+        await joined.disconnect()
+
+
+def room_checks(worker: Worker, room: str) -> list[dict[str, Any]]:
+    return [e for e in worker.events("room_check_waited") if e["room"] == room]
+
+
+async def test_an_agent_of_ours_whose_dispatch_is_not_listed_and_stays_keeps_the_room(
+    livekit: LiveKitServer, worker: Worker
+) -> None:
+    room = room_name_for(PRIYA, "unlisted-stays")
+    async with server_api(livekit) as lk, unlisted_agent(livekit, room):
+        metadata = f'{{"agentId": "{PRIYA}"}}'
+        await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room, metadata=metadata)
+        )
+
+        def yielded() -> bool:
+            return any(e["room"] == room for e in worker.events("job_yielded"))
+
+        assert await asyncio.to_thread(worker.wait_for, yielded, 30), worker.tail()
+        assert [e["stayed"] for e in room_checks(worker, room)] == [1]
+        assert [e for e in worker.events("job_started") if e["room"] == room] == []
+        assert room_checks(worker, room)[0]["waitedMs"] >= UNLISTED_AGENT_GRACE_SECONDS * 1000
+
+        async def only_the_unlisted_left() -> bool:  # the job that yielded leaves
+            return [a.identity for a in await our_agents(lk, room)] == ["agent-unlisted"]
+
+        assert await poll_until(only_the_unlisted_left, 20), worker.tail()
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
+async def test_an_agent_of_ours_whose_dispatch_is_not_listed_and_leaves_is_replaced(
+    livekit: LiveKitServer, worker: Worker
+) -> None:
+    room = room_name_for(PRIYA, "unlisted-leaves")
+    async with server_api(livekit) as lk, unlisted_agent(livekit, room) as leaving:
+
+        def waiting() -> bool:
+            return any(e["room"] == room for e in worker.events("room_check_waiting"))
+
+        async def leave_while_the_job_waits() -> None:  # as a withdrawn agent leaves, terminated
+            assert await asyncio.to_thread(worker.wait_for, waiting, 30), worker.tail()
+            await leaving.disconnect()
+
+        result, _ = await asyncio.gather(
+            dispatch_agent(lk, room, PRIYA, agent_name=AGENT_NAME), leave_while_the_job_waits()
+        )
+        assert result.agent_identity != "agent-unlisted"
+        assert result.attempts == 1
+        assert [e["stayed"] for e in room_checks(worker, room)] == [0]
+        assert [a.identity for a in await our_agents(lk, room)] == [result.agent_identity]
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from typing import Any
 
 import structlog
+from livekit import rtc
 from livekit.agents import JobContext
 
 from agent.admission import room_guard
 from agent.connect.gate import CONNECT_GATE
 from agent.settings import WorkerSettings
+from services.hints import clip
 
 log = structlog.get_logger("agent.worker")
+
+RELISTS = 2
+"""How many more times a job lists its room's dispatches when one it looks for (its own,
+another agent's) is missing, keeping every dispatch any listing named. A deleted
+dispatch stays missing; in a split room (below) a listing answers from either copy, so a
+dispatch only one copy holds is missed by all three listings about one time in eight."""
+UNLISTED_AGENT_GRACE_SECONDS = 3.0
+"""How long a job waits for an agent of ours whose dispatch the room's listings lack to
+leave before it yields to it. Such an agent is either leaving (its dispatch was withdrawn:
+livekit-server terminates its job, the dispatcher removes it; about a second) or live in
+a split room: in a cluster, dispatches that create one new room at the same moment can
+leave livekit-server (1.13.5) with two copies of the room, each holding some of its
+dispatches, and ``ListDispatch`` answers from either copy, changing from one call to the
+next for seconds (``bench.cluster_listing``, figures in docs/fleet.md). Counting such an
+agent as gone made two agents; counting it as live would make a replacement yield to a
+leaving agent. Waiting tells them apart, and costs time only when an agent is unlisted."""
 
 
 async def connect_without_cancel(ctx: JobContext) -> None:
@@ -50,18 +70,63 @@ async def finish(task: asyncio.Future[Any]) -> asyncio.CancelledError | None:
 
 async def connect_and_check(ctx: JobContext, settings: WorkerSettings) -> str | None:
     """Connect; then why this job must leave, or None: its dispatch was withdrawn (the
-    dispatcher replaced it) or another live agent of ours is in the room."""
+    dispatcher replaced it) or another live agent of ours is in the room. An agent of ours
+    whose dispatch is not listed is live if it is still there after
+    ``UNLISTED_AGENT_GRACE_SECONDS``."""
     await connect_without_cancel(ctx)
     if ctx.is_fake_job():
         return None
-    live_dispatches = await room_guard.dispatch_ids(ctx.api, ctx.job.room.name)
-    if ctx.job.dispatch_id and ctx.job.dispatch_id not in live_dispatches:
-        return "dispatch withdrawn"
     ours = [
         p
         for p in ctx.room.remote_participants.values()
         if room_guard.is_agent_kind(int(p.kind)) and room_guard.named(p, settings.agent_name)
     ]
+    wanted = {ctx.job.dispatch_id} | {p.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "") for p in ours}
+    wanted.discard("")
+    live_dispatches = await room_guard.dispatch_ids(ctx.api, ctx.job.room.name)
+    for _ in range(RELISTS):  # a split room's listing answers from one copy or the other
+        if wanted <= live_dispatches:
+            break
+        live_dispatches |= await room_guard.dispatch_ids(ctx.api, ctx.job.room.name)
+    if ctx.job.dispatch_id and ctx.job.dispatch_id not in live_dispatches:
+        return "dispatch withdrawn"
     if room_guard.live_agents(ours, live_dispatches):
         return "room has an agent"
+    if ours:  # agents of ours whose dispatch is not listed: leaving, or listed elsewhere
+        waited = time.perf_counter()
+        log.info("room_check_waiting", room=clip(ctx.job.room.name), jobId=clip(ctx.job.id), unlisted=len(ours))
+        staying = await departures(ctx.room, {p.identity for p in ours}, UNLISTED_AGENT_GRACE_SECONDS)
+        log.info(
+            "room_check_waited",
+            room=clip(ctx.job.room.name),
+            jobId=clip(ctx.job.id),
+            unlisted=len(ours),
+            stayed=len(staying),
+            waitedMs=round((time.perf_counter() - waited) * 1000, 1),
+        )
+        if staying:
+            return "room has an agent"
     return None
+
+
+async def departures(room: rtc.Room, identities: set[str], seconds: float) -> set[str]:
+    """Wait until none of ``identities`` is in ``room`` or ``seconds`` passed; return
+    those still there."""
+    remaining = identities & set(room.remote_participants)
+    if not remaining:
+        return set()
+    all_gone = asyncio.Event()
+
+    def left(participant: rtc.RemoteParticipant) -> None:
+        remaining.discard(participant.identity)
+        if not remaining:
+            all_gone.set()
+
+    room.on("participant_disconnected", left)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await all_gone.wait()
+    finally:
+        room.off("participant_disconnected", left)
+    return set(remaining)
