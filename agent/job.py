@@ -150,7 +150,9 @@ async def _start_session(
             "promptStale": "true" if result.stale else "false",
         }
     )
-    if await caller_linked(plan.session, CALLER_LINK_SECONDS) and (caller := plan.session.room_io.linked_participant):
+    timings["callerLink"] = await caller_linked(plan.session, ctx.room, CALLER_LINK_SECONDS)
+    if caller := plan.session.room_io.linked_participant:
         watch.caller_identity = caller.identity
-    watch.greeting_source = greet(plan, service if settings.greeting_cache else None, result)
+    if timings["callerLink"] != "room_closed":  # nobody is left to hear it
+        watch.greeting_source = greet(plan, service if settings.greeting_cache else None, result)
     return result, timings

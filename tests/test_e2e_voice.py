@@ -196,6 +196,30 @@ async def test_a_hang_up_ends_the_job_at_once_not_when_the_server_closes_the_roo
         worker.stop()
 
 
+async def test_a_call_hung_up_before_its_caller_was_linked_ends_its_job_without_a_greeting(
+    livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAIStandin
+) -> None:
+    """The call is hung up (its room deleted) as soon as its agent is ready, before any
+    caller joined. The job stops waiting for a caller to link at once (``callerLink``
+    ``room_closed``), instead of holding its slot until the wait runs out (``timed_out``,
+    3 s), and says no greeting to the empty room."""
+    worker = start_worker(livekit, convex, **voice_env(openai_standin))
+    room = room_name_for(PRIYA, "gone-before-link")
+    try:
+        async with server_api(livekit) as lk:
+            await dispatch_agent(lk, room, PRIYA, agent_name=AGENT_NAME)
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+            def started() -> list[dict[str, Any]]:
+                return [e for e in worker.events("job_started") if e["room"] == room]
+
+            await wait_for_log(worker, lambda: bool(started()))
+            assert [e.get("callerLink") for e in started()] == ["room_closed"], worker.tail()
+            assert (await job_timings(worker, "gone-before-link"))["greetingSource"] is None
+    finally:
+        worker.stop()
+
+
 async def test_a_caller_who_dials_as_the_last_one_hangs_up_gets_the_free_slot_on_the_first_dispatch(
     livekit: LiveKitServer, convex: LocalConvex, openai_standin: OpenAIStandin
 ) -> None:

@@ -103,8 +103,15 @@ CALLER_LINK_SECONDS = 3.0
 """How long the greeting waits for the session to link the caller (then it goes anyway)."""
 
 
-async def caller_linked(session: AgentSession[None], within: float) -> bool:
-    """Wait until the session's room I/O has linked the caller, at most ``within`` seconds.
+CallerLink = Literal["linked", "room_closed", "timed_out"]
+
+
+async def caller_linked(session: AgentSession[None], room: rtc.Room, within: float) -> CallerLink:
+    """Wait until the session's room I/O has linked the caller, at most ``within`` seconds,
+    and no longer than the room is connected: a call hung up before its caller was linked
+    ends now instead of holding its job, and its slot, for the rest of the wait (a caller
+    hanging up right after the agent was ready cost every call 3 s of slot:
+    ``bench.loadtest --mode livekit``, docs/benchmarks.md). Says which came first.
 
     livekit links the caller asynchronously, just after ``session.start`` returns, and a
     transcript said before that is reset when the link is made: with the transcript sent
@@ -113,10 +120,12 @@ async def caller_linked(session: AgentSession[None], within: float) -> bool:
     link has no event to await; it is polled."""
     deadline = time.monotonic() + within
     while session.room_io.linked_participant is None:
+        if not room.isconnected():
+            return "room_closed"
         if time.monotonic() >= deadline:
-            return False
+            return "timed_out"
         await asyncio.sleep(0.01)
-    return True
+    return "linked"
 
 
 def greet(plan: SessionPlan, service: AgentConfigService | None, result: PromptResult) -> GreetingSource | None:
