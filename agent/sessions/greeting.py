@@ -109,9 +109,9 @@ CallerLink = Literal["linked", "room_closed", "timed_out"]
 async def caller_linked(session: AgentSession[None], room: rtc.Room, within: float) -> CallerLink:
     """Wait until the session's room I/O has linked the caller, at most ``within`` seconds,
     and no longer than the room is connected: a call hung up before its caller was linked
-    ends now instead of holding its job, and its slot, for the rest of the wait (a caller
-    hanging up right after the agent was ready cost every call 3 s of slot:
-    ``bench.loadtest --mode livekit``, docs/benchmarks.md). Says which came first.
+    ends now instead of holding its job, and its slot, for the rest of the wait (each call
+    hung up as soon as its agent was ready held a slot 3 s: ``bench.loadtest --mode
+    livekit``, docs/benchmarks.md). Says which came first.
 
     livekit links the caller asynchronously, just after ``session.start`` returns, and a
     transcript said before that is reset when the link is made: with the transcript sent
