@@ -198,9 +198,7 @@ async def _wait_ready(
         listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
         joined = False
         ready: tuple[str, str] | None = None
-        for participant in listed.participants:
-            if not (room_guard.is_agent_kind(participant.kind) and room_guard.named(participant, agent_name)):
-                continue
+        for participant in room_guard.ours(listed.participants, agent_name):
             participant_dispatch = participant.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "")
             if participant_dispatch in withdrawn:
                 if participant.state == api.ParticipantInfo.State.ACTIVE:  # never cut a connect short

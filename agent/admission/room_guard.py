@@ -11,7 +11,7 @@ agent is leaving and must not block its replacement.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from livekit import api
 from livekit.protocol import models
@@ -30,6 +30,12 @@ class AgentLike(Protocol):
     @property
     def attributes(self) -> Mapping[str, str]: ...
 
+    @property
+    def kind(self) -> int: ...
+
+
+Participant = TypeVar("Participant", bound=AgentLike)
+
 
 def is_agent_kind(kind: int) -> bool:
     return kind == models.ParticipantInfo.Kind.AGENT
@@ -37,6 +43,11 @@ def is_agent_kind(kind: int) -> bool:
 
 def named(participant: AgentLike, agent_name: str) -> bool:
     return any(participant.attributes.get(key) == agent_name for key in AGENT_NAME_ATTRIBUTES)
+
+
+def ours(participants: Iterable[Participant], agent_name: str) -> list[Participant]:
+    """The participants that are agents of ``agent_name``: kind AGENT, named so."""
+    return [p for p in participants if is_agent_kind(p.kind) and named(p, agent_name)]
 
 
 def live_agents(agents: Iterable[AgentLike], live_dispatch_ids: set[str]) -> list[str]:
@@ -57,7 +68,7 @@ async def room_live_agents(lk: api.LiveKitAPI, room: str, agent_name: str) -> li
     """Live agents of ``agent_name`` in ``room``, asking the server (one call, two if the
     room has an agent of ours)."""
     listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-    ours = [p for p in listed.participants if is_agent_kind(p.kind) and named(p, agent_name)]
-    if not ours:
+    agents = ours(listed.participants, agent_name)
+    if not agents:
         return []
-    return live_agents(ours, await dispatch_ids(lk, room))
+    return live_agents(agents, await dispatch_ids(lk, room))

@@ -76,11 +76,7 @@ async def connect_and_check(ctx: JobContext, settings: WorkerSettings) -> str | 
     await connect_without_cancel(ctx)
     if ctx.is_fake_job():
         return None
-    ours = [
-        p
-        for p in ctx.room.remote_participants.values()
-        if room_guard.is_agent_kind(int(p.kind)) and room_guard.named(p, settings.agent_name)
-    ]
+    ours = room_guard.ours(ctx.room.remote_participants.values(), settings.agent_name)
     wanted = {ctx.job.dispatch_id} | {p.attributes.get(room_guard.DISPATCH_ID_ATTRIBUTE, "") for p in ours}
     wanted.discard("")
     live_dispatches = await room_guard.dispatch_ids(ctx.api, ctx.job.room.name)
@@ -94,15 +90,11 @@ async def connect_and_check(ctx: JobContext, settings: WorkerSettings) -> str | 
         return "room has an agent"
     if ours:  # agents of ours whose dispatch is not listed: leaving, or listed elsewhere
         waited = time.perf_counter()
-        log.info("room_check_waiting", room=clip(ctx.job.room.name), jobId=clip(ctx.job.id), unlisted=len(ours))
+        check_log = log.bind(room=clip(ctx.job.room.name), jobId=clip(ctx.job.id), unlisted=len(ours))
+        check_log.info("room_check_waiting")
         staying = await departures(ctx.room, {p.identity for p in ours}, UNLISTED_AGENT_GRACE_SECONDS)
-        log.info(
-            "room_check_waited",
-            room=clip(ctx.job.room.name),
-            jobId=clip(ctx.job.id),
-            unlisted=len(ours),
-            stayed=len(staying),
-            waitedMs=round((time.perf_counter() - waited) * 1000, 1),
+        check_log.info(
+            "room_check_waited", stayed=len(staying), waitedMs=round((time.perf_counter() - waited) * 1000, 1)
         )
         if staying:
             return "room has an agent"
